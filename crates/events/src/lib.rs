@@ -1,0 +1,205 @@
+//! The canonical loyalty event: the 19 event kinds with their display names (SPEC.md §2) and
+//! the JSON envelope the loyalty backend posts. Shared by the host (ingest validation) and the
+//! guest SDK (plugins parse the same model), so the catalogue exists exactly once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+macro_rules! event_kinds {
+    ($($variant:ident => $key:literal, $display:literal;)+) => {
+        /// One of the canonical event types.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $($variant,)+
+        }
+
+        impl EventKind {
+            /// Every kind, in the order of the product documentation.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)+];
+
+            /// The wire key, e.g. `seeds.earned.order`.
+            pub const fn key(self) -> &'static str {
+                match self { $(EventKind::$variant => $key,)+ }
+            }
+
+            /// The human name platforms show, e.g. `Seeds Earned Order`.
+            pub const fn display_name(self) -> &'static str {
+                match self { $(EventKind::$variant => $display,)+ }
+            }
+        }
+
+        impl FromStr for EventKind {
+            type Err = UnknownEventKind;
+
+            fn from_str(key: &str) -> Result<Self, Self::Err> {
+                match key {
+                    $($key => Ok(EventKind::$variant),)+
+                    _ => Err(UnknownEventKind(key.to_owned())),
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    SeedsEarnedOrder => "seeds.earned.order", "Seeds Earned Order";
+    SeedsEarnedVisit => "seeds.earned.visit", "Seeds Earned Visit";
+    SeedsEarnedReview => "seeds.earned.review", "Seeds Earned Review";
+    SeedsEarnedReferral => "seeds.earned.referral", "Seeds Earned Referral";
+    SeedsEarnedSocialShare => "seeds.earned.social_share", "Seeds Earned Social Share";
+    SeedsEarnedBonus => "seeds.earned.bonus", "Seeds Earned Bonus";
+    TierChanged => "tier.changed", "Tier Changed";
+    ReviewSubmitted => "review.submitted", "Review Submitted";
+    ReviewApproved => "review.approved", "Review Approved";
+    ReviewRejected => "review.rejected", "Review Rejected";
+    GiftCardEarned => "gift_card.earned", "Gift Card Earned";
+    GiftCardClaimed => "gift_card.claimed", "Gift Card Claimed";
+    StoreCreditEarned => "store_credit.earned", "Store Credit Earned";
+    StoreCreditClaimed => "store_credit.claimed", "Store Credit Claimed";
+    EcoProductAwarded => "eco_product.awarded", "Eco Product Awarded";
+    EcoTreePlanted => "eco.tree_planted", "Eco Tree Planted";
+    ReferralGenerated => "referral.generated", "Referral Generated";
+    ReferralVisit => "referral.visit", "Referral Visit";
+    ReferralSuccessful => "referral.successful", "Referral Successful";
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+impl Serialize for EventKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.key())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let key = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        key.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An event key that is not one of the 19 canonical kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEventKind(pub String);
+
+impl fmt::Display for UnknownEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown event type `{}`; valid types are: ", self.0)?;
+        for (i, kind) in EventKind::ALL.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(kind.key())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnknownEventKind {}
+
+/// The customer an event is about. Email is absent for anonymous customers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Kept as text: Shopify ids exceed what JSON numbers carry safely in every client.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "string_or_number"
+    )]
+    pub shopify_customer_id: Option<String>,
+    /// Fields this version does not know about are kept as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A canonical event as ingested: the envelope plus the event's own fields at top level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// UUID; assigned by the host when the sender leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub event: EventKind,
+    /// RFC 3339 in UTC, kept as sent.
+    pub timestamp: String,
+    #[serde(default)]
+    pub customer: Customer,
+    /// The event's own fields (amount, balance, tier, …) and any extra ones, in order.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+impl Event {
+    /// Parses an event from JSON text, naming what is wrong when it cannot.
+    pub fn from_json(text: &str) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// One of the event's own top-level fields.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name)
+    }
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "shopify_customer_id must be a string or a number, not {other}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn there_are_nineteen_kinds_and_keys_round_trip() {
+        assert_eq!(EventKind::ALL.len(), 19);
+        for kind in EventKind::ALL {
+            assert_eq!(kind.key().parse::<EventKind>(), Ok(*kind));
+        }
+        assert_eq!(EventKind::EcoTreePlanted.display_name(), "Eco Tree Planted");
+    }
+
+    #[test]
+    fn unknown_key_names_the_valid_ones() {
+        let err = "seeds.lost".parse::<EventKind>().unwrap_err().to_string();
+        assert!(err.starts_with("unknown event type `seeds.lost`"), "{err}");
+        assert!(err.contains("referral.successful"), "{err}");
+    }
+
+    #[test]
+    fn parses_the_seed_example_and_keeps_extra_fields() {
+        let event = Event::from_json(
+            r#"{"event":"seeds.earned.order","timestamp":"2026-02-06T14:30:00.000Z",
+            "customer":{"email":"jane@example.com","first_name":"Jane","shopify_customer_id":7891234567890,"vip":true},
+            "amount":50,"order_id":"6012345678901","balance":350,"tier":"Silver","custom":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(event.event, EventKind::SeedsEarnedOrder);
+        assert_eq!(event.customer.shopify_customer_id.as_deref(), Some("7891234567890"));
+        assert_eq!(event.customer.extra["vip"], Value::Bool(true));
+        assert_eq!(event.field("amount"), Some(&Value::from(50)));
+        assert_eq!(event.field("custom"), Some(&serde_json::json!({"a":1})));
+        let keys: Vec<_> = event.fields.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["amount", "balance", "custom", "order_id", "tier"]);
+    }
+}

@@ -1,0 +1,21 @@
+//! Canopy carries a loyalty platform's customer events to marketing and automation
+//! platforms through sandboxed WebAssembly destination plugins.
+//!
+//! # Layout
+//!
+//! - [`runtime`] — the plugin sandbox: wasmtime engine, the `destination` world bindings,
+//!   limits, warm instances, and the registry of active plugin versions.
+//! - [`server`] — the HTTP server: `run(config, listener, shutdown)` and its routes.
+//! - [`config`] — configuration shared by the server as `Arc<Config>`.
+//! - [`cli`] — the `canopy` command line: `serve`, `plugin inspect`, `plugin run`.
+//!
+//! Data flows one way (SPEC.md): ingest → store → scheduler → worker (plugin transform →
+//! secrets & signing → send) → outcome (plugin verdict → record → reschedule or finish).
+
+pub mod cli;
+pub mod config;
+pub mod runtime;
+pub mod server;
+
+pub use config::Config;
+pub use server::run;

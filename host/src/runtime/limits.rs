@@ -1,0 +1,82 @@
+//! The sandbox's limits: every bound a plugin call runs under, as named defaults that
+//! configuration can override.
+
+use std::time::Duration;
+
+/// CPU budget per call in fuel units (roughly one per wasm instruction). A bundled plugin's
+/// transform of a typical event uses well under 1% of it; a 1 MB Shopify payload fits.
+pub const DEFAULT_FUEL_PER_CALL: u64 = 400_000_000;
+
+/// Wall-clock bound per call, a backstop to fuel (enforced by epoch interruption).
+pub const DEFAULT_CALL_TIME_LIMIT: Duration = Duration::from_secs(2);
+
+/// Linear memory one plugin instance may hold, in all its memories together.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
+
+/// Total size of what one `transform` may return (URLs, headers and bodies). Shopify caps
+/// payloads at 1 MB; 4 MiB leaves room for multi-request plugins without letting one
+/// event balloon the store. The guest's memory cap bounds the copy-out before this check.
+pub const DEFAULT_OUTPUT_BYTES: usize = 4 << 20;
+
+/// Requests one event may turn into.
+pub const DEFAULT_REQUESTS_PER_EVENT: usize = 16;
+
+/// Size of a component upload.
+pub const DEFAULT_COMPONENT_BYTES: usize = 16 << 20;
+
+/// Plugin instances alive at once (pooling allocator slots), warm ones included.
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
+
+/// Idle warm instances kept across all plugins and integrations.
+pub const DEFAULT_WARM_INSTANCES: usize = 64;
+
+/// Calls served by one warm instance before it is recycled, bounding how long guest-side
+/// state (heap growth, caches) can build up.
+pub const DEFAULT_CALLS_PER_INSTANCE: u32 = 1_000;
+
+/// Log lines a plugin may write per call, and their length; the rest is dropped.
+pub const LOG_LINES_PER_CALL: usize = 32;
+pub const LOG_LINE_BYTES: usize = 1024;
+
+/// Guest stderr kept per instance, quoted in trap errors (a Rust panic message lands there).
+pub const STDERR_BYTES: usize = 4096;
+
+/// How often the epoch ticker advances; the time limit's resolution.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The limits one runtime applies to every plugin call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub fuel_per_call: u64,
+    pub call_time_limit: Duration,
+    pub memory_bytes: usize,
+    pub output_bytes: usize,
+    pub requests_per_event: usize,
+    pub component_bytes: usize,
+    pub max_instances: u32,
+    pub warm_instances: usize,
+    pub calls_per_instance: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            call_time_limit: DEFAULT_CALL_TIME_LIMIT,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+            output_bytes: DEFAULT_OUTPUT_BYTES,
+            requests_per_event: DEFAULT_REQUESTS_PER_EVENT,
+            component_bytes: DEFAULT_COMPONENT_BYTES,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            warm_instances: DEFAULT_WARM_INSTANCES,
+            calls_per_instance: DEFAULT_CALLS_PER_INSTANCE,
+        }
+    }
+}
+
+impl Limits {
+    /// Epoch ticks that make up the call time limit (at least one).
+    pub(crate) fn epoch_ticks(&self) -> u64 {
+        (self.call_time_limit.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+    }
+}

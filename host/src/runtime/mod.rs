@@ -1,0 +1,172 @@
+//! The plugin sandbox: one wasmtime [`Engine`] with the pooling allocator, the one linker
+//! every plugin is instantiated against, and the limits every call runs under.
+//!
+//! - [`Runtime::load`] checks a component (size, wasm, component, contract version, world,
+//!   imports, `describe`) and compiles it into a [`Plugin`]: an `InstancePre` reused by
+//!   every call.
+//! - Each call runs in an instance with its own `Store`: fuel for CPU, an epoch deadline for
+//!   wall time, a memory limiter, and an output cap. A call that breaks a limit or traps
+//!   fails with a [`PluginError`] naming it; the instance is thrown away and nothing else
+//!   is affected.
+//! - Isolation: [`Scope::Fresh`] uses a new instance per call. [`Scope::Integration`]
+//!   may reuse a warm instance, but only one that served the same integration on the same
+//!   plugin version, never after an error, and at most [`Limits::calls_per_instance`]
+//!   times (see `pool.rs` for the trade-off).
+//! - [`PluginRegistry`] holds the active version of each plugin and swaps it atomically.
+
+mod bindings;
+mod error;
+mod host;
+mod limits;
+mod plugin;
+mod pool;
+mod registry;
+mod types;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use bindings::CONTRACT_VERSION;
+pub use error::{LoadError, PluginError};
+pub use host::PluginLog;
+pub use limits::*;
+pub use plugin::{Call, Plugin, Usage};
+pub use registry::PluginRegistry;
+pub use types::*;
+
+use host::InstanceState;
+use pool::WarmPool;
+
+/// Which instance a call may run in.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// A new instance, discarded after the call.
+    Fresh,
+    /// An instance that may be reused for later calls of the same integration (by id).
+    Integration(&'a str),
+}
+
+/// Upper bound on core instances and memories per component: a Rust `wasm32-wasip2`
+/// component has a handful (main module, WASI adapter shims); this leaves room for others.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+/// The wasmtime engine and everything shared by all plugins. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    engine: Engine,
+    linker: Linker<InstanceState>,
+    limits: Limits,
+    pool: WarmPool,
+    generations: AtomicU64,
+}
+
+/// Errors setting up the engine itself (bad limits, no virtual memory for the pool).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the plugin runtime: {0}")]
+pub struct RuntimeError(String);
+
+impl Runtime {
+    pub fn new(limits: Limits) -> Result<Runtime, RuntimeError> {
+        let err = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
+        let n = limits.max_instances;
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT / 4))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT / 2))
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .max_memory_size(limits.memory_bytes);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(err)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(err)?;
+        forbid_waiting(&mut linker).map_err(err)?;
+        bindings::Destination::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(err)?;
+
+        spawn_epoch_ticker(&engine);
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                engine,
+                linker,
+                pool: WarmPool::new(limits.warm_instances),
+                limits,
+                generations: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Checks and compiles a component. See [`LoadError`] for what is refused.
+    pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
+        let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+        Plugin::load(self.inner.clone(), generation, bytes)
+    }
+
+    /// Idle warm instances held right now (for metrics and tests).
+    pub fn warm_instances(&self) -> usize {
+        self.inner.pool.len()
+    }
+}
+
+/// A sync WASI sleep would block a host thread without using fuel, out of reach of the
+/// epoch deadline. Plugins have nothing to wait for, so subscribing to a clock traps.
+fn forbid_waiting(linker: &mut Linker<InstanceState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_new(name, |_, _, _, _| {
+            Err(wasmtime::Error::new(Forbidden("wait on a clock (sleep)")))
+        })?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The marker error of an import the sandbox refuses at call time.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Forbidden(&'static str);
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] for the call time limit. Holds only a
+/// weak handle, so the thread ends once the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("canopy-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .expect("spawning the epoch thread");
+}

@@ -1,0 +1,543 @@
+//! One loaded plugin version: the checked component, its description, and the four calls of
+//! the contract, each run under the runtime's limits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, types::ComponentItem};
+use wasmtime::{Store, Trap, WasmBacktrace};
+
+use super::bindings::{self, Destination, DestinationPre, PLUGIN_INTERFACE};
+use super::error::{LoadError, PluginError};
+use super::host::{InstanceState, PluginLog};
+use super::types::{
+    ConfigError, Header, PluginConfig, PluginInfo, PluginRequest, PluginResponse, Refusal,
+    Segment, Verdict,
+};
+use super::{Forbidden, RuntimeInner, Scope};
+
+/// A compiled, checked plugin version. Calls on it are thread-safe; callers hold it in an
+/// `Arc` so that a version being replaced finishes the calls it started.
+pub struct Plugin {
+    runtime: Arc<RuntimeInner>,
+    pre: DestinationPre<InstanceState>,
+    info: PluginInfo,
+    digest: String,
+    size: usize,
+    /// Distinguishes this load from every other (warm instances are keyed by it).
+    generation: u64,
+    id: Arc<str>,
+    /// Set while this version is not the active one: its warm instances are not kept.
+    retired: AtomicBool,
+}
+
+/// The result of a call with what it cost.
+#[derive(Debug, Clone)]
+pub struct Call<T> {
+    pub value: T,
+    pub usage: Usage,
+}
+
+/// What one call used.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Usage {
+    /// Fuel consumed (about one unit per wasm instruction).
+    pub fuel: u64,
+    /// Wall time, instantiation included.
+    #[serde(serialize_with = "micros")]
+    pub duration: Duration,
+    /// Linear memory the instance held at the end of the call, in bytes.
+    pub memory_bytes: usize,
+    /// Whether the call ran in a reused warm instance.
+    pub warm: bool,
+    pub logs: Vec<PluginLog>,
+}
+
+fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u128(d.as_micros())
+}
+
+/// A live instance: its store and typed exports.
+pub(crate) struct Instance {
+    pub(crate) store: Store<InstanceState>,
+    bindings: Destination,
+    pub(crate) calls: u32,
+}
+
+impl Plugin {
+    pub(crate) fn load(
+        runtime: Arc<RuntimeInner>,
+        generation: u64,
+        bytes: &[u8],
+    ) -> Result<Plugin, LoadError> {
+        let limit = runtime.limits.component_bytes;
+        if bytes.len() > limit {
+            return Err(LoadError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        check_header(bytes)?;
+        let component = Component::new(&runtime.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        check_exports(&runtime, &component)?;
+        let instance_pre = runtime
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnsupportedImport(format!("{e:#}")))?;
+        let pre = DestinationPre::new(instance_pre)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+
+        let mut plugin = Plugin {
+            runtime,
+            pre,
+            info: placeholder_info(),
+            digest: format!("sha256:{:x}", Sha256::digest(bytes)),
+            size: bytes.len(),
+            generation,
+            id: Arc::from("(loading)"),
+            retired: AtomicBool::new(false),
+        };
+        let described = plugin
+            .call(Scope::Fresh, |exports, store| {
+                exports.canopy_destination_plugin().call_describe(store)
+            })
+            .map_err(LoadError::Describe)?;
+        let info = PluginInfo::from(described.value);
+        check_info(&info)?;
+        plugin.id = Arc::from(info.id.as_str());
+        plugin.info = info;
+        Ok(plugin)
+    }
+
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+
+    /// `sha256:<hex>` of the component bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Size of the component in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Checks an integration's configuration; empty means it can work.
+    pub fn validate_config(
+        &self,
+        scope: Scope<'_>,
+        config: &PluginConfig,
+    ) -> Result<Call<Vec<ConfigError>>, PluginError> {
+        let config = config.to_wit();
+        let call = self.call(scope, |exports, store| {
+            exports
+                .canopy_destination_plugin()
+                .call_validate_config(store, &config)
+        })?;
+        Ok(Call {
+            value: call.value.into_iter().map(ConfigError::from).collect(),
+            usage: call.usage,
+        })
+    }
+
+    /// Turns an event (canonical JSON) into checked requests, or the plugin's refusal.
+    pub fn transform(
+        &self,
+        scope: Scope<'_>,
+        event_json: &str,
+        config: &PluginConfig,
+    ) -> Result<Call<Result<Vec<PluginRequest>, Refusal>>, PluginError> {
+        let config = config.to_wit();
+        let call = self.call(scope, |exports, store| {
+            exports
+                .canopy_destination_plugin()
+                .call_transform(store, event_json, &config)
+        })?;
+        let value = match call.value {
+            Ok(requests) => Ok(self.check_requests(requests)?),
+            Err(refusal) => Err(Refusal::from(refusal)),
+        };
+        Ok(Call {
+            value,
+            usage: call.usage,
+        })
+    }
+
+    /// Reads a destination's answer into a verdict.
+    pub fn interpret(
+        &self,
+        scope: Scope<'_>,
+        response: &PluginResponse,
+    ) -> Result<Call<Verdict>, PluginError> {
+        let response = response.to_wit();
+        let call = self.call(scope, |exports, store| {
+            exports
+                .canopy_destination_plugin()
+                .call_interpret(store, &response)
+        })?;
+        Ok(Call {
+            value: Verdict::from(call.value),
+            usage: call.usage,
+        })
+    }
+
+    pub(crate) fn set_retired(&self, retired: bool) {
+        self.retired.store(retired, Ordering::SeqCst);
+        if retired {
+            self.runtime.pool.evict(self.generation);
+        }
+    }
+
+    fn instantiate(&self) -> Result<Instance, PluginError> {
+        let limits = &self.runtime.limits;
+        let mut store = Store::new(
+            &self.runtime.engine,
+            InstanceState::new(self.id.clone(), limits.memory_bytes),
+        );
+        store.limiter(|state| &mut state.memory);
+        // Instantiation runs guest start-up code: give it the same budget as a call.
+        store
+            .set_fuel(limits.fuel_per_call)
+            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        store.set_epoch_deadline(limits.epoch_ticks());
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.classify(e, &store))?;
+        Ok(Instance {
+            store,
+            bindings,
+            calls: 0,
+        })
+    }
+
+    /// Runs `f` in an instance chosen by `scope`, under the limits, and accounts for it.
+    fn call<R>(
+        &self,
+        scope: Scope<'_>,
+        f: impl FnOnce(&Destination, &mut Store<InstanceState>) -> wasmtime::Result<R>,
+    ) -> Result<Call<R>, PluginError> {
+        let started = Instant::now();
+        let limits = &self.runtime.limits;
+        let key = match scope {
+            Scope::Fresh => None,
+            Scope::Integration(id) => Some(id),
+        };
+        let (mut instance, warm) = match key.and_then(|k| self.runtime.pool.take(self.generation, k)) {
+            Some(instance) => (instance, true),
+            None => (self.instantiate()?, false),
+        };
+        let store = &mut instance.store;
+        store
+            .set_fuel(limits.fuel_per_call)
+            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        store.set_epoch_deadline(limits.epoch_ticks());
+        store.data_mut().memory.hit = false;
+
+        let result = f(&instance.bindings, store);
+
+        let fuel = limits.fuel_per_call - store.get_fuel().unwrap_or(0);
+        let state = store.data_mut();
+        let usage = Usage {
+            fuel,
+            duration: started.elapsed(),
+            memory_bytes: state.memory.total,
+            warm,
+            logs: std::mem::take(&mut state.logs),
+        };
+        match result {
+            Ok(value) => {
+                instance.calls += 1;
+                if let Some(key) = key
+                    && instance.calls < limits.calls_per_instance
+                {
+                    self.runtime
+                        .pool
+                        .put(self.generation, key, instance, &self.retired);
+                }
+                Ok(Call { value, usage })
+            }
+            Err(error) => Err(self.classify(error, store)),
+        }
+    }
+
+    /// Names the limit or trap behind a failed call.
+    fn classify(&self, error: wasmtime::Error, store: &Store<InstanceState>) -> PluginError {
+        let limits = &self.runtime.limits;
+        let state = store.data();
+        if let Some(forbidden) = error.downcast_ref::<Forbidden>() {
+            return PluginError::Forbidden(forbidden.0.to_owned());
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => {
+                return PluginError::CpuBudget {
+                    fuel: limits.fuel_per_call,
+                };
+            }
+            Some(Trap::Interrupt) => {
+                return PluginError::TimeLimit {
+                    limit: limits.call_time_limit,
+                };
+            }
+            _ => {}
+        }
+        if state.memory.hit {
+            return PluginError::MemoryLimit {
+                limit: limits.memory_bytes,
+            };
+        }
+        let backtrace = error
+            .downcast_ref::<WasmBacktrace>()
+            .map(|bt| bt.to_string())
+            .unwrap_or_default();
+        let message = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => error.root_cause().to_string(),
+        };
+        PluginError::Trap {
+            message,
+            stderr: state.stderr(),
+            backtrace: backtrace.trim_end().to_owned(),
+        }
+    }
+
+    fn check_requests(
+        &self,
+        requests: Vec<bindings::types::OutgoingRequest>,
+    ) -> Result<Vec<PluginRequest>, PluginError> {
+        let limits = &self.runtime.limits;
+        if requests.len() > limits.requests_per_event {
+            return Err(PluginError::TooManyRequests {
+                count: requests.len(),
+                limit: limits.requests_per_event,
+            });
+        }
+        let size: usize = requests.iter().map(output_size).sum();
+        if size > limits.output_bytes {
+            return Err(PluginError::OutputTooLarge {
+                size,
+                limit: limits.output_bytes,
+            });
+        }
+        requests.into_iter().map(check_request).collect()
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        self.runtime.pool.evict(self.generation);
+    }
+}
+
+fn output_size(r: &bindings::types::OutgoingRequest) -> usize {
+    use bindings::types::Segment as S;
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|h| {
+            h.name.len()
+                + h.value
+                    .iter()
+                    .map(|s| match s {
+                        S::Text(t) | S::Secret(t) => t.len(),
+                    })
+                    .sum::<usize>()
+        })
+        .sum();
+    r.url.len() + headers + r.body.len()
+}
+
+fn check_request(r: bindings::types::OutgoingRequest) -> Result<PluginRequest, PluginError> {
+    let invalid = PluginError::InvalidOutput;
+    let url = url::Url::parse(&r.url).map_err(|e| invalid(format!("URL `{}`: {e}", r.url)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(invalid(format!(
+            "URL `{}` is not an absolute http(s) URL",
+            r.url
+        )));
+    }
+    let mut headers = Vec::with_capacity(r.headers.len());
+    for header in r.headers {
+        if http::HeaderName::from_bytes(header.name.as_bytes()).is_err() {
+            return Err(invalid(format!("header name {:?} is not valid", header.name)));
+        }
+        let value: Vec<Segment> = header.value.into_iter().map(Segment::from).collect();
+        for segment in &value {
+            if let Segment::Text(text) = segment
+                && http::HeaderValue::from_str(text).is_err()
+            {
+                return Err(invalid(format!(
+                    "header {} has a value with control characters",
+                    header.name
+                )));
+            }
+        }
+        headers.push(Header {
+            name: header.name,
+            value,
+        });
+    }
+    Ok(PluginRequest {
+        method: r.method.into(),
+        url: r.url,
+        headers,
+        body: r.body,
+        signatures: r.signatures.into_iter().map(Into::into).collect(),
+    })
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    // The 4 bytes after the magic: version 1 of a core module, or the component layer.
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadError::NotWasm);
+    }
+    if bytes[4..8] == CORE_MODULE {
+        return Err(LoadError::NotAComponent);
+    }
+    Ok(())
+}
+
+/// Tells a component built against another contract version apart from one that is not a
+/// destination at all, before the generic type check speaks.
+fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), LoadError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(&runtime.engine)
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports.iter().any(|e| e == PLUGIN_INTERFACE) {
+        return Ok(());
+    }
+    let prefix = "canopy:destination/plugin@";
+    if let Some(other) = exports.iter().find_map(|e| e.strip_prefix(prefix)) {
+        return Err(LoadError::ContractVersion {
+            found: format!("canopy:destination@{other}"),
+        });
+    }
+    Err(LoadError::WrongWorld(format!(
+        "it does not export {PLUGIN_INTERFACE} (it exports: {})",
+        if exports.is_empty() {
+            "nothing".to_owned()
+        } else {
+            exports.join(", ")
+        }
+    )))
+}
+
+fn placeholder_info() -> PluginInfo {
+    PluginInfo {
+        id: String::new(),
+        name: String::new(),
+        version: String::new(),
+        description: String::new(),
+        events: Vec::new(),
+        allowed_hosts: Vec::new(),
+        settings: Vec::new(),
+        rate_limit: None,
+    }
+}
+
+/// Checks what `describe` returned: a usable id, known event keys, sane host patterns and
+/// settings, a positive rate limit.
+fn check_info(info: &PluginInfo) -> Result<(), LoadError> {
+    let bad = |m: String| Err(LoadError::InvalidDescription(m));
+    let id_ok = !info.id.is_empty()
+        && info.id.len() <= 64
+        && info
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !id_ok {
+        return bad(format!(
+            "id {:?} must be 1-64 characters of a-z, 0-9 and -",
+            info.id
+        ));
+    }
+    if info.name.trim().is_empty() || info.version.trim().is_empty() {
+        return bad("name and version must not be empty".into());
+    }
+    if info.events.is_empty() {
+        return bad("it supports no events".into());
+    }
+    for event in &info.events {
+        if event != "*" && event.parse::<canopy_events::EventKind>().is_err() {
+            return bad(format!("it lists an unknown event type `{event}`"));
+        }
+    }
+    if info.allowed_hosts.is_empty() {
+        return bad("it declares no allowed hosts".into());
+    }
+    for host in &info.allowed_hosts {
+        if let Some(setting) = host.strip_prefix("settings:") {
+            if !info.settings.iter().any(|s| s.name == setting && !s.secret) {
+                return bad(format!(
+                    "allowed host `{host}` refers to a setting it does not declare"
+                ));
+            }
+        } else if !valid_host_pattern(host) {
+            return bad(format!("allowed host `{host}` is not a host name or *.domain pattern"));
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for setting in &info.settings {
+        if setting.name.is_empty() || !names.insert(setting.name.as_str()) {
+            return bad(format!("setting name {:?} is empty or repeated", setting.name));
+        }
+    }
+    if let Some(rate) = info.rate_limit
+        && (rate.requests == 0 || rate.per_seconds == 0)
+    {
+        return bad("rate limit must allow at least one request per period".into());
+    }
+    Ok(())
+}
+
+fn valid_host_pattern(pattern: &str) -> bool {
+    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+    !host.is_empty()
+        && host.contains('.')
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_check_tells_apart_junk_modules_and_components() {
+        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            check_header(b"\0asm\x01\0\0\0"),
+            Err(LoadError::NotAComponent)
+        ));
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn host_patterns() {
+        assert!(valid_host_pattern("a.klaviyo.com"));
+        assert!(valid_host_pattern("*.myshopify.com"));
+        assert!(!valid_host_pattern("*"));
+        assert!(!valid_host_pattern("localhost"));
+        assert!(!valid_host_pattern("a..b"));
+        assert!(!valid_host_pattern("https://a.b"));
+    }
+}

@@ -1,0 +1,52 @@
+//! Canopy's integration suite: one test binary. Plugins are real wasm components built from
+//! `plugins/` and `tests/components/` (see `canopy-test-support`); the CLI is the real
+//! `canopy` binary; the server runs on a loopback port.
+
+mod cli;
+mod runtime;
+mod server;
+mod swap;
+
+use std::sync::Arc;
+
+use canopy::runtime::{Limits, Plugin, PluginConfig, Runtime};
+use serde_json::json;
+
+/// Limits small enough that hostile plugins fail fast, large enough for real work.
+pub fn test_limits() -> Limits {
+    Limits {
+        fuel_per_call: 50_000_000,
+        max_instances: 32,
+        warm_instances: 8,
+        ..Limits::default()
+    }
+}
+
+pub fn runtime() -> Runtime {
+    Runtime::new(test_limits()).expect("runtime starts")
+}
+
+pub fn load(runtime: &Runtime, path: &str) -> Arc<Plugin> {
+    let bytes = canopy_test_support::component(path);
+    Arc::new(
+        runtime
+            .load(&bytes)
+            .unwrap_or_else(|e| panic!("{path} loads: {e}")),
+    )
+}
+
+/// Settings `{"mode": mode}` for the hostile component.
+pub fn mode(mode: &str) -> PluginConfig {
+    PluginConfig {
+        settings: json!({ "mode": mode }),
+        secrets_present: vec![],
+    }
+}
+
+/// The sample event with another id.
+pub fn event_with_id(id: &str) -> String {
+    let mut event: serde_json::Value =
+        serde_json::from_str(canopy_test_support::SAMPLE_EVENT).unwrap();
+    event["id"] = json!(id);
+    event.to_string()
+}

@@ -1,0 +1,357 @@
+//! The sandbox through the real runtime: the contract's four calls on a real plugin, every
+//! hostile behaviour failing with its typed error while the host keeps serving, loading
+//! checks, and isolation of warm instances.
+
+use std::time::Duration;
+
+use canopy::runtime::{
+    Header, LoadError, Method, PluginConfig, PluginError, PluginResponse, Refusal, Runtime, Scope,
+    Segment, SignatureRequest, Verdict,
+};
+use canopy_test_support::{BAD_DESCRIBE, HOSTILE, SAMPLE_EVENT, TEMPLATE, WRONG_WORLD, component};
+use serde_json::json;
+
+use crate::{event_with_id, load, mode, runtime, test_limits};
+
+fn template_config(secrets: &[&str]) -> PluginConfig {
+    PluginConfig {
+        settings: json!({"url": "https://hooks.example.com/loyalty"}),
+        secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn text(value: &str) -> Vec<Segment> {
+    vec![Segment::Text(value.to_owned())]
+}
+
+#[test]
+fn describe_reports_the_template_plugin() {
+    let runtime = runtime();
+    let plugin = load(&runtime, TEMPLATE);
+    let info = plugin.info();
+    assert_eq!(info.id, "template");
+    assert_eq!(info.version, "0.1.0");
+    assert_eq!(info.events, ["*"]);
+    assert_eq!(info.allowed_hosts, ["settings:url"]);
+    let names: Vec<_> = info.settings.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["url", "require_email", "token", "signing_secret"]);
+    assert!(info.settings[0].required && !info.settings[0].secret);
+    assert!(info.settings[2].secret);
+    assert_eq!(info.settings[1].default_value.as_deref(), Some("false"));
+    assert!(plugin.digest().starts_with("sha256:") && plugin.digest().len() == 71);
+}
+
+#[test]
+fn validate_config_returns_the_plugins_messages() {
+    let runtime = runtime();
+    let plugin = load(&runtime, TEMPLATE);
+    let ok = plugin
+        .validate_config(Scope::Fresh, &template_config(&[]))
+        .unwrap();
+    assert!(ok.value.is_empty(), "{:?}", ok.value);
+
+    let missing = plugin
+        .validate_config(Scope::Fresh, &PluginConfig::default())
+        .unwrap()
+        .value;
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].field, "url");
+    assert_eq!(missing[0].message, "Endpoint URL is required");
+
+    let bad = PluginConfig {
+        settings: json!({"url": "ftp://files.example.com"}),
+        secrets_present: vec![],
+    };
+    let bad = plugin.validate_config(Scope::Fresh, &bad).unwrap().value;
+    assert_eq!(
+        bad[0].message,
+        "Endpoint URL must start with https:// or http://"
+    );
+}
+
+#[test]
+fn transform_builds_the_request_with_secret_references_and_signing() {
+    let runtime = runtime();
+    let plugin = load(&runtime, TEMPLATE);
+    let call = plugin
+        .transform(
+            Scope::Fresh,
+            SAMPLE_EVENT,
+            &template_config(&["token", "signing_secret"]),
+        )
+        .unwrap();
+    let requests = call.value.expect("not refused");
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.method, Method::Post);
+    assert_eq!(request.url, "https://hooks.example.com/loyalty");
+    assert_eq!(
+        request.headers,
+        vec![
+            Header { name: "Content-Type".into(), value: text("application/json") },
+            Header { name: "X-Event-Type".into(), value: text("seeds.earned.order") },
+            Header { name: "X-Event-Name".into(), value: text("Seeds Earned Order") },
+            Header {
+                name: "Authorization".into(),
+                value: vec![Segment::Text("Bearer ".into()), Segment::Secret("token".into())],
+            },
+        ]
+    );
+    assert_eq!(
+        request.signatures,
+        vec![SignatureRequest::HmacSha256Hex {
+            header: "X-Signature".into(),
+            secret: "signing_secret".into()
+        }]
+    );
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    let sample: serde_json::Value = serde_json::from_str(SAMPLE_EVENT).unwrap();
+    assert_eq!(body, sample, "the body is the canonical event");
+    assert!(call.usage.fuel > 0 && call.usage.memory_bytes > 0);
+
+    // Without secrets set, no reference to them is emitted.
+    let call = plugin
+        .transform(Scope::Fresh, SAMPLE_EVENT, &template_config(&[]))
+        .unwrap();
+    let request = &call.value.unwrap()[0];
+    assert!(request.headers.iter().all(|h| h.name != "Authorization"));
+    assert!(request.signatures.is_empty());
+}
+
+#[test]
+fn transform_refusals_are_typed() {
+    let runtime = runtime();
+    let plugin = load(&runtime, TEMPLATE);
+    let anonymous = r#"{"id":"1","event":"tier.changed","timestamp":"2026-02-06T14:30:00Z","customer":{},"old_tier":"Silver","new_tier":"Gold"}"#;
+    let config = PluginConfig {
+        settings: json!({"url": "https://hooks.example.com/x", "require_email": true}),
+        secrets_present: vec![],
+    };
+    let refused = plugin.transform(Scope::Fresh, anonymous, &config).unwrap().value;
+    assert_eq!(refused, Err(Refusal::Skip("the customer has no email".into())));
+
+    let not_an_event = plugin
+        .transform(Scope::Fresh, r#"{"event":"seeds.lost"}"#, &config)
+        .unwrap()
+        .value
+        .unwrap_err();
+    let Refusal::InvalidEvent(reason) = not_an_event else {
+        panic!("expected invalid event, got {not_an_event:?}")
+    };
+    assert!(reason.contains("unknown event type `seeds.lost`"), "{reason}");
+
+    let no_url = plugin
+        .transform(Scope::Fresh, SAMPLE_EVENT, &PluginConfig::default())
+        .unwrap()
+        .value;
+    assert_eq!(
+        no_url,
+        Err(Refusal::InvalidConfig("Endpoint URL is required".into()))
+    );
+}
+
+#[test]
+fn interpret_maps_responses_to_verdicts() {
+    let runtime = runtime();
+    let plugin = load(&runtime, TEMPLATE);
+    let verdict = |status: u16, headers: &[(&str, &str)], body: &str| {
+        let response = PluginResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        };
+        plugin.interpret(Scope::Fresh, &response).unwrap().value
+    };
+    assert_eq!(verdict(202, &[], ""), Verdict::Delivered);
+    assert_eq!(
+        verdict(429, &[("Retry-After", "30")], ""),
+        Verdict::Retry { after: Some(Duration::from_secs(30)), reason: "HTTP 429".into() }
+    );
+    assert_eq!(
+        verdict(503, &[], ""),
+        Verdict::Retry { after: None, reason: "HTTP 503".into() }
+    );
+    assert_eq!(
+        verdict(422, &[], r#"{"error":"bad email"}"#),
+        Verdict::Failed { reason: r#"HTTP 422: {"error":"bad email"}"#.into() }
+    );
+}
+
+/// Each hostile behaviour fails with its own typed error, and the same plugin then serves a
+/// normal call: a broken call harms nothing else.
+#[test]
+fn hostile_calls_fail_with_typed_errors_and_the_host_goes_on() {
+    let runtime = runtime();
+    let plugin = load(&runtime, HOSTILE);
+    let limits = test_limits();
+    let run = |m: &str| plugin.transform(Scope::Integration("i-1"), SAMPLE_EVENT, &mode(m));
+    let ok = || {
+        let call = run("ok").expect("a normal call after a failure succeeds");
+        let requests = call.value.unwrap();
+        assert_eq!(requests[0].url, "https://hostile.test/ok");
+    };
+
+    let cases: Vec<(&str, Box<dyn Fn(&PluginError) -> bool>)> = vec![
+        ("loop", Box::new(|e| matches!(e, PluginError::CpuBudget { fuel } if *fuel == limits.fuel_per_call))),
+        ("memory-bomb", Box::new(|e| matches!(e, PluginError::MemoryLimit { limit } if *limit == limits.memory_bytes))),
+        ("big-output", Box::new(|e| matches!(e, PluginError::OutputTooLarge { size, limit } if *size > 12 << 20 && *limit == limits.output_bytes))),
+        ("panic", Box::new(|e| matches!(e, PluginError::Trap { message, stderr, backtrace }
+            if message.contains("unreachable")
+            && stderr.contains("hostile plugin panicked on purpose")
+            && backtrace.contains("transform")))),
+        ("sleep", Box::new(|e| matches!(e, PluginError::Forbidden(what) if what.contains("sleep")))),
+        ("bad-url", Box::new(|e| matches!(e, PluginError::InvalidOutput(m) if m.contains("not a url")))),
+        ("bad-header", Box::new(|e| matches!(e, PluginError::InvalidOutput(m) if m.contains("header name")))),
+    ];
+    for (m, expected) in &cases {
+        ok();
+        let error = run(m).expect_err(m);
+        assert!(expected(&error), "mode {m}: unexpected error {error:?}");
+        assert!(!error.to_string().is_empty());
+    }
+    ok();
+}
+
+#[test]
+fn a_call_past_the_time_limit_is_interrupted() {
+    let limits = canopy::runtime::Limits {
+        fuel_per_call: u64::MAX / 2,
+        call_time_limit: Duration::from_millis(50),
+        ..test_limits()
+    };
+    let runtime = Runtime::new(limits).unwrap();
+    let plugin = load(&runtime, HOSTILE);
+    let error = plugin
+        .transform(Scope::Fresh, SAMPLE_EVENT, &mode("loop"))
+        .unwrap_err();
+    assert!(
+        matches!(error, PluginError::TimeLimit { limit } if limit == Duration::from_millis(50)),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn plugin_logs_are_collected_per_call() {
+    let runtime = runtime();
+    let plugin = load(&runtime, HOSTILE);
+    let call = plugin
+        .transform(Scope::Fresh, SAMPLE_EVENT, &mode("log"))
+        .unwrap();
+    assert_eq!(call.usage.logs.len(), 1);
+    assert_eq!(call.usage.logs[0].level, "info");
+    assert_eq!(call.usage.logs[0].message, "transforming seeds.earned.order");
+}
+
+#[test]
+fn loading_refuses_what_is_not_a_destination_plugin() {
+    let runtime = runtime();
+    let load_err = |bytes: &[u8]| runtime.load(bytes).err().expect("refused");
+
+    assert!(matches!(load_err(b"definitely not wasm"), LoadError::NotWasm));
+    assert!(matches!(load_err(b"\0asm\x01\0\0\0"), LoadError::NotAComponent));
+    assert!(matches!(
+        load_err(b"\0asm\x0d\0\x01\0garbage-section"),
+        LoadError::Compile(_)
+    ));
+
+    match load_err(&component(WRONG_WORLD)) {
+        LoadError::ContractVersion { found } => {
+            assert_eq!(found, "canopy:destination@9.0.0")
+        }
+        other => panic!("expected a contract version error, got {other:?}"),
+    }
+
+    match load_err(&component(BAD_DESCRIBE)) {
+        LoadError::Describe(PluginError::Trap { stderr, .. }) => {
+            assert!(stderr.contains("describe is broken"), "{stderr}")
+        }
+        other => panic!("expected describe to trap, got {other:?}"),
+    }
+
+    let small = Runtime::new(canopy::runtime::Limits {
+        component_bytes: 1000,
+        ..test_limits()
+    })
+    .unwrap();
+    let error = small.load(&component(TEMPLATE)).err().expect("too large");
+    assert!(
+        matches!(error, LoadError::TooLarge { limit: 1000, size } if size > 1000),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("over the limit of 1000 bytes"));
+}
+
+/// Warm instances serve only the integration they started with; they are dropped after an
+/// error and recycled after a bounded number of calls.
+#[test]
+fn warm_instances_never_carry_data_across_integrations() {
+    let runtime = Runtime::new(canopy::runtime::Limits {
+        calls_per_instance: 3,
+        ..test_limits()
+    })
+    .unwrap();
+    let plugin = load(&runtime, HOSTILE);
+    let previous = |scope: Scope<'_>, id: &str| {
+        let call = plugin
+            .transform(scope, &event_with_id(id), &mode("remember"))
+            .unwrap();
+        let request = &call.value.unwrap()[0];
+        let header = request
+            .headers
+            .iter()
+            .find(|h| h.name == "X-Previous-Event")
+            .unwrap();
+        (header.redacted_value(), call.usage.warm)
+    };
+
+    assert_eq!(previous(Scope::Integration("a"), "a-1"), ("none".into(), false));
+    // Another integration never sees a's event, even though a's instance is idle.
+    assert_eq!(previous(Scope::Integration("b"), "b-1"), ("none".into(), false));
+    assert_eq!(previous(Scope::Fresh, "f-1"), ("none".into(), false));
+    // The same integration does reuse its warm instance (so the checks above are not vacuous).
+    assert_eq!(previous(Scope::Integration("a"), "a-2"), ("a-1".into(), true));
+    assert_eq!(previous(Scope::Integration("a"), "a-3"), ("a-2".into(), true));
+    // Third call on that instance: it is recycled, the next call starts fresh.
+    assert_eq!(previous(Scope::Integration("a"), "a-4"), ("none".into(), false));
+
+    // After an error the instance is gone too.
+    assert_eq!(previous(Scope::Integration("b"), "b-2"), ("b-1".into(), true));
+    plugin
+        .transform(Scope::Integration("b"), SAMPLE_EVENT, &mode("panic"))
+        .unwrap_err();
+    assert_eq!(previous(Scope::Integration("b"), "b-3"), ("none".into(), false));
+    assert!(runtime.warm_instances() >= 1);
+}
+
+/// A plugin stuck in a loop on one thread does not stop others from being served.
+#[test]
+fn concurrent_calls_are_independent() {
+    let runtime = runtime();
+    let plugin = load(&runtime, HOSTILE);
+    std::thread::scope(|s| {
+        let looping: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| plugin.transform(Scope::Fresh, SAMPLE_EVENT, &mode("loop"))))
+            .collect();
+        let healthy: Vec<_> = (0..8)
+            .map(|i| {
+                let plugin = &plugin;
+                s.spawn(move || {
+                    let scope = format!("integration-{i}");
+                    plugin.transform(Scope::Integration(&scope), SAMPLE_EVENT, &mode("ok"))
+                })
+            })
+            .collect();
+        for handle in healthy {
+            assert!(handle.join().unwrap().unwrap().value.is_ok());
+        }
+        for handle in looping {
+            assert!(matches!(
+                handle.join().unwrap(),
+                Err(PluginError::CpuBudget { .. })
+            ));
+        }
+    });
+}

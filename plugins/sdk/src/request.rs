@@ -1,0 +1,92 @@
+//! Building outgoing requests. Secrets are referenced by name ([`Request::secret_header`]);
+//! signatures are requested from the host ([`Request::sign_hmac_hex`],
+//! [`Request::sign_standard_webhooks`]); the host fills both in at send time.
+
+use serde::Serialize;
+
+use crate::bindings::canopy::destination::types::Segment;
+use crate::{HmacSignature, Method, OutgoingRequest, Signature};
+
+/// A request under construction.
+#[derive(Debug, Clone)]
+pub struct Request(OutgoingRequest);
+
+impl Request {
+    pub fn new(method: Method, url: impl Into<String>) -> Request {
+        Request(OutgoingRequest {
+            method,
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            signatures: Vec::new(),
+        })
+    }
+
+    pub fn post(url: impl Into<String>) -> Request {
+        Request::new(Method::Post, url)
+    }
+
+    /// A header with a literal value.
+    pub fn header(mut self, name: &str, value: impl Into<String>) -> Request {
+        self.0.headers.push(crate::bindings::canopy::destination::types::Header {
+            name: name.to_owned(),
+            value: vec![Segment::Text(value.into())],
+        });
+        self
+    }
+
+    /// A header whose value is `prefix` followed by the named secret, e.g.
+    /// `secret_header("Authorization", "Bearer ", "token")`.
+    pub fn secret_header(mut self, name: &str, prefix: &str, secret: &str) -> Request {
+        let mut value = Vec::with_capacity(2);
+        if !prefix.is_empty() {
+            value.push(Segment::Text(prefix.to_owned()));
+        }
+        value.push(Segment::Secret(secret.to_owned()));
+        self.0.headers.push(crate::bindings::canopy::destination::types::Header {
+            name: name.to_owned(),
+            value,
+        });
+        self
+    }
+
+    /// The body as raw bytes.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
+        self.0.body = body.into();
+        self
+    }
+
+    /// The body as compact JSON.
+    pub fn json(self, body: &impl Serialize) -> Request {
+        // Serialising an in-memory value with string keys cannot fail.
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        self.body(bytes)
+    }
+
+    /// Asks the host to add `header: hex(HMAC-SHA256(secret, body))`.
+    pub fn sign_hmac_hex(mut self, header: &str, secret: &str) -> Request {
+        self.0.signatures.push(Signature::HmacSha256Hex(HmacSignature {
+            header: header.to_owned(),
+            secret: secret.to_owned(),
+        }));
+        self
+    }
+
+    /// Asks the host to add Standard Webhooks headers keyed with the named secret.
+    pub fn sign_standard_webhooks(mut self, secret: &str) -> Request {
+        self.0
+            .signatures
+            .push(Signature::StandardWebhooks(secret.to_owned()));
+        self
+    }
+
+    pub fn build(self) -> OutgoingRequest {
+        self.0
+    }
+}
+
+impl From<Request> for OutgoingRequest {
+    fn from(request: Request) -> OutgoingRequest {
+        request.0
+    }
+}

@@ -1,0 +1,32 @@
+//! Builds every component the tests and benchmarks load — the template plugin and the
+//! hostile/test components under `tests/components/` — once per build, and writes their
+//! paths into `components.rs` for `src/lib.rs` to include.
+
+use std::path::Path;
+
+const COMPONENTS: &[(&str, &str, &str)] = &[
+    ("TEMPLATE", "canopy-plugin-template", "plugins/template"),
+    ("HOSTILE", "test-component-hostile", "tests/components/hostile"),
+    ("BAD_DESCRIBE", "test-component-bad-describe", "tests/components/bad-describe"),
+    ("WRONG_WORLD", "test-component-wrong-world", "tests/components/wrong-world"),
+    ("ECHO_V1", "test-component-echo", "tests/components/echo"),
+    ("ECHO_V2", "test-component-echo-v2", "tests/components/echo-v2"),
+];
+
+fn main() {
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir).parent().expect("tests/ is inside the workspace");
+    let packages: Vec<(&str, &str)> = COMPONENTS.iter().map(|(_, p, d)| (*p, *d)).collect();
+    let built = wasm_build::build(root, &packages);
+
+    let mut code = String::new();
+    for ((constant, _, _), component) in COMPONENTS.iter().zip(&built) {
+        code.push_str(&format!(
+            "/// Path of the `{}` component.\npub const {constant}: &str = {:?};\n",
+            component.package,
+            component.path.display().to_string()
+        ));
+    }
+    let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
+    std::fs::write(Path::new(&out).join("components.rs"), code).expect("writing components.rs");
+}

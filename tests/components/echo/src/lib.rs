@@ -1,0 +1,46 @@
+//! A well-behaved destination whose output names its own version (`CARGO_PKG_VERSION`). The
+//! same source builds as `echo` 1.0.0 and `echo-v2` 2.0.0 for the hot-swap test. The `spin`
+//! setting burns that many iterations first, so that calls overlap an activation.
+
+use canopy_plugin_sdk::{
+    Config, ConfigError, Destination, Event, OutgoingRequest, PluginInfo, Refusal, Request,
+};
+
+pub struct Echo;
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+impl Destination for Echo {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            id: "echo".into(),
+            name: "Echo".into(),
+            version: VERSION.into(),
+            description: "Sends the event back, labelled with the plugin version".into(),
+            events: vec!["*".into()],
+            allowed_hosts: vec!["echo.test".into()],
+            settings: vec![],
+            rate_limit: None,
+        }
+    }
+
+    fn validate_config(_config: &Config) -> Vec<ConfigError> {
+        Vec::new()
+    }
+
+    fn transform(event: &Event, config: &Config) -> Result<Vec<OutgoingRequest>, Refusal> {
+        let spin = config.get("spin").and_then(|v| v.as_u64()).unwrap_or(0);
+        let mut acc = 0u64;
+        for i in 0..spin {
+            acc = std::hint::black_box(acc.wrapping_add(i));
+        }
+        Ok(vec![
+            Request::post(format!("https://echo.test/v{VERSION}"))
+                .header("X-Plugin-Version", VERSION)
+                .json(event)
+                .build(),
+        ])
+    }
+}
+
+canopy_plugin_sdk::export_destination!(Echo);
