@@ -6,16 +6,34 @@ use std::path::Path;
 
 const COMPONENTS: &[(&str, &str, &str)] = &[
     ("TEMPLATE", "canopy-plugin-template", "plugins/template"),
-    ("HOSTILE", "test-component-hostile", "tests/components/hostile"),
-    ("BAD_DESCRIBE", "test-component-bad-describe", "tests/components/bad-describe"),
-    ("WRONG_WORLD", "test-component-wrong-world", "tests/components/wrong-world"),
+    (
+        "HOSTILE",
+        "test-component-hostile",
+        "tests/components/hostile",
+    ),
+    (
+        "BAD_DESCRIBE",
+        "test-component-bad-describe",
+        "tests/components/bad-describe",
+    ),
+    (
+        "WRONG_WORLD",
+        "test-component-wrong-world",
+        "tests/components/wrong-world",
+    ),
     ("ECHO_V1", "test-component-echo", "tests/components/echo"),
-    ("ECHO_V2", "test-component-echo-v2", "tests/components/echo-v2"),
+    (
+        "ECHO_V2",
+        "test-component-echo-v2",
+        "tests/components/echo-v2",
+    ),
 ];
 
 fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let root = Path::new(&manifest_dir).parent().expect("tests/ is inside the workspace");
+    let root = Path::new(&manifest_dir)
+        .parent()
+        .expect("tests/ is inside the workspace");
     let packages: Vec<(&str, &str)> = COMPONENTS.iter().map(|(_, p, d)| (*p, *d)).collect();
     let built = wasm_build::build(root, &packages);
 

@@ -1,1 +1,163 @@
-fn main() {}
+//! Per-event cost of a plugin's `transform` in Wasm versus the same mapping compiled
+//! natively, measured in one run.
+//!
+//! - native: the plugin crate built for the host, called through the SDK adapter exactly as
+//!   the component's export is (parse event and settings, map, build requests);
+//! - wasm warm: `Scope::Integration` — a reused instance, the production path, with the
+//!   server's default limits (time-bounded, no fuel metering);
+//! - warm + fuel: the same with fuel metered (what `plugin run` and `--plugin-fuel` do);
+//! - wasm fresh: `Scope::Fresh` — instantiate + call + tear down per event.
+//!
+//! Run: `cargo bench -p canopy --bench transform` (figures in README.md).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use canopy::runtime::{Limits, PluginConfig, Runtime, Scope};
+use canopy_plugin_sdk::bindings::canopy::destination::types::Config as WitConfig;
+use canopy_plugin_sdk::{Destination, OutgoingRequest, Refusal};
+use canopy_test_support::SAMPLE_EVENT;
+use serde_json::json;
+
+/// Target from the foundation issue: warm Wasm within 3× of native per event.
+const TARGET_RATIO: f64 = 3.0;
+const ROUNDS: usize = 7;
+
+struct Subject {
+    name: &'static str,
+    wasm: &'static str,
+    settings: serde_json::Value,
+    secrets: Vec<String>,
+    native: fn(String, WitConfig) -> Result<Vec<OutgoingRequest>, Refusal>,
+}
+
+fn native<D: Destination>(
+    event: String,
+    config: WitConfig,
+) -> Result<Vec<OutgoingRequest>, Refusal> {
+    canopy_plugin_sdk::adapter::transform::<D>(event, config)
+}
+
+/// Median over rounds of the mean time per iteration.
+fn measure(iterations: usize, mut f: impl FnMut()) -> Duration {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let mut rounds: Vec<Duration> = (0..ROUNDS)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                f();
+            }
+            start.elapsed() / iterations as u32
+        })
+        .collect();
+    rounds.sort();
+    rounds[ROUNDS / 2]
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn main() {
+    let subjects = [Subject {
+        name: "template",
+        wasm: canopy_test_support::TEMPLATE,
+        settings: json!({"url": "https://hooks.example.com/loyalty"}),
+        secrets: vec!["token".into(), "signing_secret".into()],
+        native: native::<canopy_plugin_template::Template>,
+    }];
+
+    // The server's defaults (time-bounded, no fuel metering) and the same with fuel metered.
+    let server = Runtime::new(Limits::default()).expect("runtime");
+    let metered = Runtime::new(Limits {
+        fuel_per_call: Some(canopy::runtime::DEFAULT_FUEL_PER_CALL),
+        ..Limits::default()
+    })
+    .expect("runtime");
+    println!(
+        "per-event transform cost, seed example event ({} bytes), median of {ROUNDS} rounds",
+        SAMPLE_EVENT.len()
+    );
+    println!(
+        "{:<10} {:>9} {:>14} {:>14} {:>14} {:>10}  target: warm ≤ {TARGET_RATIO}× native",
+        "plugin", "native", "wasm warm", "warm + fuel", "wasm fresh", "fuel/call"
+    );
+    for subject in &subjects {
+        let bytes = canopy_test_support::component(subject.wasm);
+        let plugin = server.load(&bytes).expect("plugin loads");
+        let plugin_metered = metered.load(&bytes).expect("plugin loads");
+        let config = PluginConfig {
+            settings: subject.settings.clone(),
+            secrets_present: subject.secrets.clone(),
+        };
+        let wit_config = WitConfig {
+            settings: subject.settings.to_string(),
+            secrets_present: subject.secrets.clone(),
+        };
+        // Both paths must produce the same requests, or the comparison means nothing.
+        let from_native =
+            (subject.native)(SAMPLE_EVENT.to_owned(), wit_config.clone()).expect("native maps");
+        let from_wasm = plugin_metered
+            .transform(Scope::Fresh, SAMPLE_EVENT, &config)
+            .expect("wasm call");
+        let fuel = from_wasm.usage.fuel;
+        let from_wasm = from_wasm.value.expect("wasm maps");
+        assert_eq!(from_native.len(), from_wasm.len());
+        for (n, w) in from_native.iter().zip(&from_wasm) {
+            assert_eq!((&n.url, &n.body), (&w.url, &w.body), "same mapping");
+        }
+
+        let native = measure(20_000, || {
+            black_box(
+                (subject.native)(black_box(SAMPLE_EVENT.to_owned()), wit_config.clone()).ok(),
+            );
+        });
+        let warm = measure(20_000, || {
+            black_box(
+                plugin
+                    .transform(
+                        Scope::Integration("bench"),
+                        black_box(SAMPLE_EVENT),
+                        &config,
+                    )
+                    .ok(),
+            );
+        });
+        let warm_metered = measure(20_000, || {
+            black_box(
+                plugin_metered
+                    .transform(
+                        Scope::Integration("bench"),
+                        black_box(SAMPLE_EVENT),
+                        &config,
+                    )
+                    .ok(),
+            );
+        });
+        let fresh = measure(2_000, || {
+            black_box(
+                plugin
+                    .transform(Scope::Fresh, black_box(SAMPLE_EVENT), &config)
+                    .ok(),
+            );
+        });
+        let ratio = |d: Duration| micros(d) / micros(native);
+        let cell = |d: Duration| format!("{:.2} µs {:>4.1}×", micros(d), ratio(d));
+        println!(
+            "{:<10} {:>6.2} µs {:>14} {:>14} {:>14} {:>10}  {}",
+            subject.name,
+            micros(native),
+            cell(warm),
+            cell(warm_metered),
+            cell(fresh),
+            fuel,
+            if ratio(warm) <= TARGET_RATIO {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+    }
+}

@@ -18,7 +18,11 @@ use crate::runtime::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "canopy", version, about = "Loyalty events to marketing platforms, through sandboxed plugins")]
+#[command(
+    name = "canopy",
+    version,
+    about = "Loyalty events to marketing platforms, through sandboxed plugins"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -167,6 +171,13 @@ pub fn plugin_command(command: PluginCommand) -> Result<String, String> {
             format,
             limits,
         } => {
+            // A dry run meters fuel unless told otherwise: authors want the count.
+            let limits = PluginLimits {
+                plugin_fuel: limits
+                    .plugin_fuel
+                    .or(Some(crate::runtime::DEFAULT_FUEL_PER_CALL)),
+                ..limits
+            };
             let plugin = load(&file, &limits)?;
             let event = read(&event)?;
             let settings: Value = match settings {
@@ -250,7 +261,10 @@ fn parse_response(spec: &str) -> Result<PluginResponse, String> {
         Some(Value::Object(map)) => map
             .iter()
             .map(|(k, v)| {
-                let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                let v = v
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string());
                 (k.to_ascii_lowercase(), v)
             })
             .collect(),
@@ -345,11 +359,20 @@ fn inspect_text(plugin: &Plugin) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} ({}) {}", info.name, info.id, info.version);
     let _ = writeln!(out, "{}", info.description);
-    let _ = writeln!(out, "component: {} bytes, {}", plugin.size(), plugin.digest());
+    let _ = writeln!(
+        out,
+        "component: {} bytes, {}",
+        plugin.size(),
+        plugin.digest()
+    );
     let _ = writeln!(out, "events: {}", info.events.join(", "));
     let _ = writeln!(out, "allowed hosts: {}", info.allowed_hosts.join(", "));
     if let Some(rate) = info.rate_limit {
-        let _ = writeln!(out, "rate limit: {} requests per {} s", rate.requests, rate.per_seconds);
+        let _ = writeln!(
+            out,
+            "rate limit: {} requests per {} s",
+            rate.requests, rate.per_seconds
+        );
     }
     let _ = writeln!(out, "settings:");
     for s in &info.settings {
@@ -386,12 +409,22 @@ fn usage_text(usage: &Usage) -> String {
 fn run_text(plugin: &Plugin, run: &DryRun) -> String {
     let info = plugin.info();
     let mut out = String::new();
-    let _ = writeln!(out, "plugin: {} {} ({})", info.id, info.version, plugin.digest());
+    let _ = writeln!(
+        out,
+        "plugin: {} {} ({})",
+        info.id,
+        info.version,
+        plugin.digest()
+    );
     if run.config_errors.is_empty() {
         let _ = writeln!(out, "config: valid");
     } else {
         for e in &run.config_errors {
-            let field = if e.field.is_empty() { "config" } else { &e.field };
+            let field = if e.field.is_empty() {
+                "config"
+            } else {
+                &e.field
+            };
             let _ = writeln!(out, "config error: {field}: {}", e.message);
         }
     }
@@ -430,10 +463,16 @@ fn run_text(plugin: &Plugin, run: &DryRun) -> String {
         Some(Outcome::Ok { value, usage }) => {
             let verdict = match value {
                 Verdict::Delivered => "delivered".to_owned(),
-                Verdict::Retry { after: Some(after), reason } => {
+                Verdict::Retry {
+                    after: Some(after),
+                    reason,
+                } => {
                     format!("retry after {} s ({reason})", after.as_secs())
                 }
-                Verdict::Retry { after: None, reason } => {
+                Verdict::Retry {
+                    after: None,
+                    reason,
+                } => {
                     format!("retry on the schedule ({reason})")
                 }
                 Verdict::Failed { reason } => format!("failed: {reason}"),

@@ -27,11 +27,13 @@ pub struct Config {
 /// The sandbox limits (see `runtime::limits` for why each default is what it is).
 #[derive(Debug, Clone, Args)]
 pub struct PluginLimits {
-    /// CPU budget of one plugin call, in fuel units (about one per wasm instruction).
-    #[arg(long, env = "CANOPY_PLUGIN_FUEL", default_value_t = runtime::DEFAULT_FUEL_PER_CALL)]
-    pub plugin_fuel: u64,
+    /// Meter fuel and stop a plugin call past this many units (about one per wasm
+    /// instruction). Off by default in the server (it costs ~25% per call; the time limit
+    /// bounds CPU); `plugin run` meters 400000000 by default to report usage.
+    #[arg(long, env = "CANOPY_PLUGIN_FUEL")]
+    pub plugin_fuel: Option<u64>,
 
-    /// Wall-clock limit of one plugin call, in milliseconds.
+    /// Time limit of one plugin call, in milliseconds (its CPU budget: plugins cannot block).
     #[arg(long, env = "CANOPY_PLUGIN_TIME_LIMIT_MS",
           default_value_t = runtime::DEFAULT_CALL_TIME_LIMIT.as_millis() as u64)]
     pub plugin_time_limit_ms: u64,
@@ -72,7 +74,7 @@ impl From<&Limits> for PluginLimits {
 impl PluginLimits {
     /// The runtime limits these settings describe, or why they cannot work.
     pub fn limits(&self) -> Result<Limits, String> {
-        if self.plugin_fuel == 0 || self.plugin_time_limit_ms == 0 {
+        if self.plugin_fuel == Some(0) || self.plugin_time_limit_ms == 0 {
             return Err("plugin fuel and time limit must be positive".into());
         }
         if self.plugin_memory_mib == 0 || self.plugin_memory_mib > 4096 {

@@ -34,10 +34,7 @@ pub enum ServeError {
 
 impl AppState {
     pub fn new(config: Arc<Config>) -> Result<AppState, ServeError> {
-        let limits = config
-            .plugin_limits
-            .limits()
-            .map_err(ServeError::Config)?;
+        let limits = config.plugin_limits.limits().map_err(ServeError::Config)?;
         Ok(AppState {
             runtime: Runtime::new(limits)?,
             plugins: Arc::new(PluginRegistry::new()),

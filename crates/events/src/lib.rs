@@ -195,7 +195,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(event.event, EventKind::SeedsEarnedOrder);
-        assert_eq!(event.customer.shopify_customer_id.as_deref(), Some("7891234567890"));
+        assert_eq!(
+            event.customer.shopify_customer_id.as_deref(),
+            Some("7891234567890")
+        );
         assert_eq!(event.customer.extra["vip"], Value::Bool(true));
         assert_eq!(event.field("amount"), Some(&Value::from(50)));
         assert_eq!(event.field("custom"), Some(&serde_json::json!({"a":1})));

@@ -22,9 +22,15 @@ pub struct Built {
 /// build script when any input changes. Panics with a clear message on failure, which is
 /// how a build script reports errors.
 pub fn build(workspace_root: &Path, packages: &[(&str, &str)]) -> Vec<Built> {
-    for input in ["wit", "plugins/sdk", "crates/events", "Cargo.lock"]
-        .into_iter()
-        .chain(packages.iter().map(|(_, dir)| *dir))
+    for input in [
+        "wit",
+        "plugins/sdk",
+        "crates/events",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]
+    .into_iter()
+    .chain(packages.iter().map(|(_, dir)| *dir))
     {
         println!(
             "cargo:rerun-if-changed={}",

@@ -54,7 +54,11 @@ pub enum PluginError {
     TooManyRequests { count: usize, limit: usize },
     #[error("the plugin tried to {0}, which the sandbox does not allow")]
     Forbidden(String),
-    #[error("the plugin trapped: {message}{}{}", optional("\nplugin stderr: ", stderr), optional("\nguest backtrace:\n", backtrace))]
+    #[error(
+        "the plugin trapped: {message}{}{}",
+        optional("\nplugin stderr: ", stderr),
+        optional("\nguest backtrace:\n", backtrace)
+    )]
     Trap {
         message: String,
         stderr: String,

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-/// CPU budget per call in fuel units (roughly one per wasm instruction). A bundled plugin's
-/// transform of a typical event uses well under 1% of it; a 1 MB Shopify payload fits.
+/// Fuel budget per call when fuel metering is on (about one unit per wasm instruction). A
+/// typical transform uses ~60,000; a 1 MB Shopify payload fits easily.
 pub const DEFAULT_FUEL_PER_CALL: u64 = 400_000_000;
 
-/// Wall-clock bound per call, a backstop to fuel (enforced by epoch interruption).
-pub const DEFAULT_CALL_TIME_LIMIT: Duration = Duration::from_secs(2);
+/// Time bound per call, enforced by epoch interruption; always on. A plugin cannot block
+/// (clock waits trap, it has no I/O), so its wall time is CPU time: this is the server's CPU
+/// budget. A typical call takes ~10 µs, so the bound is ~50,000 times that.
+pub const DEFAULT_CALL_TIME_LIMIT: Duration = Duration::from_millis(500);
 
 /// Linear memory one plugin instance may hold, in all its memories together.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 << 20;
@@ -47,7 +49,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The limits one runtime applies to every plugin call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    pub fuel_per_call: u64,
+    /// `Some`: meter fuel and stop a call past this budget, deterministically (the dry run
+    /// uses it to report instruction counts). `None`: no metering — it costs ~25% of a
+    /// call — and the time limit alone bounds CPU (the server's default).
+    pub fuel_per_call: Option<u64>,
     pub call_time_limit: Duration,
     pub memory_bytes: usize,
     pub output_bytes: usize,
@@ -61,7 +66,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            fuel_per_call: None,
             call_time_limit: DEFAULT_CALL_TIME_LIMIT,
             memory_bytes: DEFAULT_MEMORY_BYTES,
             output_bytes: DEFAULT_OUTPUT_BYTES,

@@ -4,8 +4,8 @@
 //! - [`Runtime::load`] checks a component (size, wasm, component, contract version, world,
 //!   imports, `describe`) and compiles it into a [`Plugin`]: an `InstancePre` reused by
 //!   every call.
-//! - Each call runs in an instance with its own `Store`: fuel for CPU, an epoch deadline for
-//!   wall time, a memory limiter, and an output cap. A call that breaks a limit or traps
+//! - Each call runs in an instance with its own `Store`: an epoch deadline for time (and
+//!   optionally fuel for a deterministic CPU budget), a memory limiter, and an output cap. A call that breaks a limit or traps
 //!   fails with a [`PluginError`] naming it; the instance is thrown away and nothing else
 //!   is affected.
 //! - Isolation: [`Scope::Fresh`] uses a new instance per call. [`Scope::Integration`]
@@ -92,7 +92,7 @@ impl Runtime {
         let mut config = Config::new();
         config
             .wasm_component_model(true)
-            .consume_fuel(true)
+            .consume_fuel(limits.fuel_per_call.is_some())
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(err)?;

@@ -13,8 +13,8 @@ use super::bindings::{self, Destination, DestinationPre, PLUGIN_INTERFACE};
 use super::error::{LoadError, PluginError};
 use super::host::{InstanceState, PluginLog};
 use super::types::{
-    ConfigError, Header, PluginConfig, PluginInfo, PluginRequest, PluginResponse, Refusal,
-    Segment, Verdict,
+    ConfigError, Header, PluginConfig, PluginInfo, PluginRequest, PluginResponse, Refusal, Segment,
+    Verdict,
 };
 use super::{Forbidden, RuntimeInner, Scope};
 
@@ -43,7 +43,7 @@ pub struct Call<T> {
 /// What one call used.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Usage {
-    /// Fuel consumed (about one unit per wasm instruction).
+    /// Fuel consumed (about one unit per wasm instruction); 0 when fuel is not metered.
     pub fuel: u64,
     /// Wall time, instantiation included.
     #[serde(serialize_with = "micros")]
@@ -204,10 +204,7 @@ impl Plugin {
         );
         store.limiter(|state| &mut state.memory);
         // Instantiation runs guest start-up code: give it the same budget as a call.
-        store
-            .set_fuel(limits.fuel_per_call)
-            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
-        store.set_epoch_deadline(limits.epoch_ticks());
+        self.set_budget(&mut store)?;
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -231,20 +228,21 @@ impl Plugin {
             Scope::Fresh => None,
             Scope::Integration(id) => Some(id),
         };
-        let (mut instance, warm) = match key.and_then(|k| self.runtime.pool.take(self.generation, k)) {
-            Some(instance) => (instance, true),
-            None => (self.instantiate()?, false),
-        };
+        let (mut instance, warm) =
+            match key.and_then(|k| self.runtime.pool.take(self.generation, k)) {
+                Some(instance) => (instance, true),
+                None => (self.instantiate()?, false),
+            };
         let store = &mut instance.store;
-        store
-            .set_fuel(limits.fuel_per_call)
-            .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
-        store.set_epoch_deadline(limits.epoch_ticks());
+        self.set_budget(store)?;
         store.data_mut().memory.hit = false;
 
         let result = f(&instance.bindings, store);
 
-        let fuel = limits.fuel_per_call - store.get_fuel().unwrap_or(0);
+        let fuel = match limits.fuel_per_call {
+            Some(budget) => budget - store.get_fuel().unwrap_or(0),
+            None => 0,
+        };
         let state = store.data_mut();
         let usage = Usage {
             fuel,
@@ -269,6 +267,17 @@ impl Plugin {
         }
     }
 
+    fn set_budget(&self, store: &mut Store<InstanceState>) -> Result<(), PluginError> {
+        let limits = &self.runtime.limits;
+        if let Some(fuel) = limits.fuel_per_call {
+            store
+                .set_fuel(fuel)
+                .map_err(|e| PluginError::Instantiate(format!("{e:#}")))?;
+        }
+        store.set_epoch_deadline(limits.epoch_ticks());
+        Ok(())
+    }
+
     /// Names the limit or trap behind a failed call.
     fn classify(&self, error: wasmtime::Error, store: &Store<InstanceState>) -> PluginError {
         let limits = &self.runtime.limits;
@@ -279,7 +288,7 @@ impl Plugin {
         match error.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => {
                 return PluginError::CpuBudget {
-                    fuel: limits.fuel_per_call,
+                    fuel: limits.fuel_per_call.unwrap_or(0),
                 };
             }
             Some(Trap::Interrupt) => {
@@ -367,7 +376,10 @@ fn check_request(r: bindings::types::OutgoingRequest) -> Result<PluginRequest, P
     let mut headers = Vec::with_capacity(r.headers.len());
     for header in r.headers {
         if http::HeaderName::from_bytes(header.name.as_bytes()).is_err() {
-            return Err(invalid(format!("header name {:?} is not valid", header.name)));
+            return Err(invalid(format!(
+                "header name {:?} is not valid",
+                header.name
+            )));
         }
         let value: Vec<Segment> = header.value.into_iter().map(Segment::from).collect();
         for segment in &value {
@@ -486,13 +498,18 @@ fn check_info(info: &PluginInfo) -> Result<(), LoadError> {
                 ));
             }
         } else if !valid_host_pattern(host) {
-            return bad(format!("allowed host `{host}` is not a host name or *.domain pattern"));
+            return bad(format!(
+                "allowed host `{host}` is not a host name or *.domain pattern"
+            ));
         }
     }
     let mut names = std::collections::HashSet::new();
     for setting in &info.settings {
         if setting.name.is_empty() || !names.insert(setting.name.as_str()) {
-            return bad(format!("setting name {:?} is empty or repeated", setting.name));
+            return bad(format!(
+                "setting name {:?} is empty or repeated",
+                setting.name
+            ));
         }
     }
     if let Some(rate) = info.rate_limit
@@ -522,7 +539,10 @@ mod tests {
 
     #[test]
     fn header_check_tells_apart_junk_modules_and_components() {
-        assert!(matches!(check_header(b"hello world"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            check_header(b"hello world"),
+            Err(LoadError::NotWasm)
+        ));
         assert!(matches!(check_header(b"\0asm"), Err(LoadError::NotWasm)));
         assert!(matches!(
             check_header(b"\0asm\x01\0\0\0"),

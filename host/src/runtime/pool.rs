@@ -64,7 +64,13 @@ impl WarmPool {
 
     /// Keeps `instance` for later, unless the pool is full or its plugin version was retired
     /// (checked under the lock, so an eviction cannot miss it).
-    pub(crate) fn put(&self, generation: u64, scope: &str, instance: Instance, retired: &AtomicBool) {
+    pub(crate) fn put(
+        &self,
+        generation: u64,
+        scope: &str,
+        instance: Instance,
+        retired: &AtomicBool,
+    ) {
         let dropped;
         {
             let mut idle = self.lock();
@@ -93,10 +99,7 @@ impl WarmPool {
                 .filter(|(g, _)| *g == generation)
                 .cloned()
                 .collect();
-            let evicted: Vec<_> = keys
-                .iter()
-                .filter_map(|k| idle.by_key.remove(k))
-                .collect();
+            let evicted: Vec<_> = keys.iter().filter_map(|k| idle.by_key.remove(k)).collect();
             idle.count -= evicted.iter().map(Vec::len).sum::<usize>();
             evicted
         };

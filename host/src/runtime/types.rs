@@ -165,9 +165,10 @@ impl fmt::Display for PluginRequest {
         }
         for signature in &self.signatures {
             match signature {
-                SignatureRequest::HmacSha256Hex { header, secret } => {
-                    writeln!(f, "{header}: {{{{hmac-sha256-hex of body with secret:{secret}}}}}")?
-                }
+                SignatureRequest::HmacSha256Hex { header, secret } => writeln!(
+                    f,
+                    "{header}: {{{{hmac-sha256-hex of body with secret:{secret}}}}}"
+                )?,
                 SignatureRequest::StandardWebhooks { secret } => writeln!(
                     f,
                     "webhook-id, webhook-timestamp, webhook-signature: \
@@ -336,7 +337,9 @@ impl From<wit::Signature> for SignatureRequest {
                 header: h.header,
                 secret: h.secret,
             },
-            wit::Signature::StandardWebhooks(secret) => SignatureRequest::StandardWebhooks { secret },
+            wit::Signature::StandardWebhooks(secret) => {
+                SignatureRequest::StandardWebhooks { secret }
+            }
         }
     }
 }

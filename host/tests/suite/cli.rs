@@ -32,8 +32,14 @@ fn inspect_prints_the_description() {
     let out = stdout(&canopy(&["plugin", "inspect", TEMPLATE]));
     assert!(out.starts_with("Template (template) 0.1.0\n"), "{out}");
     assert!(out.contains("allowed hosts: settings:url"), "{out}");
-    assert!(out.contains("  url — Endpoint URL [url, required]"), "{out}");
-    assert!(out.contains("  token — Bearer token [text, secret]"), "{out}");
+    assert!(
+        out.contains("  url — Endpoint URL [url, required]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  token — Bearer token [text, secret]"),
+        "{out}"
+    );
 
     let json: serde_json::Value = serde_json::from_str(&stdout(&canopy(&[
         "plugin", "inspect", TEMPLATE, "--format", "json",
@@ -54,26 +60,53 @@ fn run_prints_requests_verdict_and_usage() {
         r#"{"url":"https://hooks.example.com/loyalty"}"#,
     );
     let out = stdout(&canopy(&[
-        "plugin", "run", TEMPLATE, "--event", &event, "--settings", &settings,
-        "--response", r#"{"status":429,"headers":{"Retry-After":"30"}}"#,
+        "plugin",
+        "run",
+        TEMPLATE,
+        "--event",
+        &event,
+        "--settings",
+        &settings,
+        "--response",
+        r#"{"status":429,"headers":{"Retry-After":"30"}}"#,
     ]));
     assert!(out.contains("config: valid\n"), "{out}");
     assert!(out.contains("transform: 1 request(s)\n"), "{out}");
-    assert!(out.contains("POST https://hooks.example.com/loyalty\n"), "{out}");
-    assert!(out.contains("Authorization: Bearer {{secret:token}}\n"), "{out}");
+    assert!(
+        out.contains("POST https://hooks.example.com/loyalty\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Authorization: Bearer {{secret:token}}\n"),
+        "{out}"
+    );
     assert!(
         out.contains("X-Signature: {{hmac-sha256-hex of body with secret:signing_secret}}"),
         "{out}"
     );
     assert!(out.contains(r#""order_id":"6012345678901""#), "{out}");
-    assert!(out.contains("verdict: retry after 30 s (HTTP 429)\n"), "{out}");
+    assert!(
+        out.contains("verdict: retry after 30 s (HTTP 429)\n"),
+        "{out}"
+    );
     assert!(out.contains("transform used: fuel "), "{out}");
     assert!(out.contains("interpret used: fuel "), "{out}");
 
     // --secrets none: no secret references; JSON output for scripts.
     let json: serde_json::Value = serde_json::from_str(&stdout(&canopy(&[
-        "plugin", "run", TEMPLATE, "--event", &event, "--settings", &settings,
-        "--secrets", "none", "--response", "500", "--format", "json",
+        "plugin",
+        "run",
+        TEMPLATE,
+        "--event",
+        &event,
+        "--settings",
+        &settings,
+        "--secrets",
+        "none",
+        "--response",
+        "500",
+        "--format",
+        "json",
     ])))
     .unwrap();
     let request = &json["transform"]["ok"]["value"]["Ok"][0];
@@ -94,13 +127,26 @@ fn run_reports_config_errors_and_plugin_failures() {
     let dir = tempfile::tempdir().unwrap();
     let event = write(dir.path(), "event.json", SAMPLE_EVENT);
     let out = stdout(&canopy(&["plugin", "run", TEMPLATE, "--event", &event]));
-    assert!(out.contains("config error: url: Endpoint URL is required\n"), "{out}");
-    assert!(out.contains("transform: invalid config: Endpoint URL is required\n"), "{out}");
+    assert!(
+        out.contains("config error: url: Endpoint URL is required\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("transform: invalid config: Endpoint URL is required\n"),
+        "{out}"
+    );
 
     let looping = write(dir.path(), "loop.json", r#"{"mode":"loop"}"#);
     let out = stdout(&canopy(&[
-        "plugin", "run", HOSTILE, "--event", &event, "--settings", &looping,
-        "--plugin-fuel", "1000000",
+        "plugin",
+        "run",
+        HOSTILE,
+        "--event",
+        &event,
+        "--settings",
+        &looping,
+        "--plugin-fuel",
+        "1000000",
     ]));
     assert!(
         out.contains("transform failed: the plugin used up its CPU budget of 1000000 fuel units"),
@@ -115,10 +161,21 @@ fn bad_input_gets_a_clear_error_and_a_failing_exit_code() {
     let output = canopy(&["plugin", "inspect", &junk]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot be loaded: the file is not WebAssembly"), "{stderr}");
+    assert!(
+        stderr.contains("cannot be loaded: the file is not WebAssembly"),
+        "{stderr}"
+    );
 
     let event = write(dir.path(), "event.json", "{not json");
-    let output = canopy(&["plugin", "run", TEMPLATE, "--event", &event, "--response", "abc"]);
+    let output = canopy(&[
+        "plugin",
+        "run",
+        TEMPLATE,
+        "--event",
+        &event,
+        "--response",
+        "abc",
+    ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--response is not JSON"), "{stderr}");

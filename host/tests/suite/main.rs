@@ -12,10 +12,20 @@ use std::sync::Arc;
 use canopy::runtime::{Limits, Plugin, PluginConfig, Runtime};
 use serde_json::json;
 
-/// Limits small enough that hostile plugins fail fast, large enough for real work.
+/// Limits small enough that hostile plugins fail fast, large enough for real work; fuel is
+/// metered (the server's default is time only; `server_limits` covers that mode).
 pub fn test_limits() -> Limits {
     Limits {
-        fuel_per_call: 50_000_000,
+        fuel_per_call: Some(50_000_000),
+        max_instances: 32,
+        warm_instances: 8,
+        ..Limits::default()
+    }
+}
+
+/// The server's defaults (no fuel metering), with small pools.
+pub fn server_limits() -> Limits {
+    Limits {
         max_instances: 32,
         warm_instances: 8,
         ..Limits::default()

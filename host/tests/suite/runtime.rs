@@ -11,7 +11,7 @@ use canopy::runtime::{
 use canopy_test_support::{BAD_DESCRIBE, HOSTILE, SAMPLE_EVENT, TEMPLATE, WRONG_WORLD, component};
 use serde_json::json;
 
-use crate::{event_with_id, load, mode, runtime, test_limits};
+use crate::{event_with_id, load, mode, runtime, server_limits, test_limits};
 
 fn template_config(secrets: &[&str]) -> PluginConfig {
     PluginConfig {
@@ -88,12 +88,24 @@ fn transform_builds_the_request_with_secret_references_and_signing() {
     assert_eq!(
         request.headers,
         vec![
-            Header { name: "Content-Type".into(), value: text("application/json") },
-            Header { name: "X-Event-Type".into(), value: text("seeds.earned.order") },
-            Header { name: "X-Event-Name".into(), value: text("Seeds Earned Order") },
+            Header {
+                name: "Content-Type".into(),
+                value: text("application/json")
+            },
+            Header {
+                name: "X-Event-Type".into(),
+                value: text("seeds.earned.order")
+            },
+            Header {
+                name: "X-Event-Name".into(),
+                value: text("Seeds Earned Order")
+            },
             Header {
                 name: "Authorization".into(),
-                value: vec![Segment::Text("Bearer ".into()), Segment::Secret("token".into())],
+                value: vec![
+                    Segment::Text("Bearer ".into()),
+                    Segment::Secret("token".into())
+                ],
             },
         ]
     );
@@ -108,6 +120,11 @@ fn transform_builds_the_request_with_secret_references_and_signing() {
     let sample: serde_json::Value = serde_json::from_str(SAMPLE_EVENT).unwrap();
     assert_eq!(body, sample, "the body is the canonical event");
     assert!(call.usage.fuel > 0 && call.usage.memory_bytes > 0);
+    assert!(
+        call.usage.fuel < 1_000_000,
+        "a transform is cheap: {}",
+        call.usage.fuel
+    );
 
     // Without secrets set, no reference to them is emitted.
     let call = plugin
@@ -127,8 +144,14 @@ fn transform_refusals_are_typed() {
         settings: json!({"url": "https://hooks.example.com/x", "require_email": true}),
         secrets_present: vec![],
     };
-    let refused = plugin.transform(Scope::Fresh, anonymous, &config).unwrap().value;
-    assert_eq!(refused, Err(Refusal::Skip("the customer has no email".into())));
+    let refused = plugin
+        .transform(Scope::Fresh, anonymous, &config)
+        .unwrap()
+        .value;
+    assert_eq!(
+        refused,
+        Err(Refusal::Skip("the customer has no email".into()))
+    );
 
     let not_an_event = plugin
         .transform(Scope::Fresh, r#"{"event":"seeds.lost"}"#, &config)
@@ -138,7 +161,10 @@ fn transform_refusals_are_typed() {
     let Refusal::InvalidEvent(reason) = not_an_event else {
         panic!("expected invalid event, got {not_an_event:?}")
     };
-    assert!(reason.contains("unknown event type `seeds.lost`"), "{reason}");
+    assert!(
+        reason.contains("unknown event type `seeds.lost`"),
+        "{reason}"
+    );
 
     let no_url = plugin
         .transform(Scope::Fresh, SAMPLE_EVENT, &PluginConfig::default())
@@ -168,25 +194,38 @@ fn interpret_maps_responses_to_verdicts() {
     assert_eq!(verdict(202, &[], ""), Verdict::Delivered);
     assert_eq!(
         verdict(429, &[("Retry-After", "30")], ""),
-        Verdict::Retry { after: Some(Duration::from_secs(30)), reason: "HTTP 429".into() }
+        Verdict::Retry {
+            after: Some(Duration::from_secs(30)),
+            reason: "HTTP 429".into()
+        }
     );
     assert_eq!(
         verdict(503, &[], ""),
-        Verdict::Retry { after: None, reason: "HTTP 503".into() }
+        Verdict::Retry {
+            after: None,
+            reason: "HTTP 503".into()
+        }
     );
     assert_eq!(
         verdict(422, &[], r#"{"error":"bad email"}"#),
-        Verdict::Failed { reason: r#"HTTP 422: {"error":"bad email"}"#.into() }
+        Verdict::Failed {
+            reason: r#"HTTP 422: {"error":"bad email"}"#.into()
+        }
     );
 }
 
 /// Each hostile behaviour fails with its own typed error, and the same plugin then serves a
-/// normal call: a broken call harms nothing else.
+/// normal call: a broken call harms nothing else. With fuel metered, a loop exhausts fuel;
+/// with the server's defaults, the time limit stops it.
 #[test]
 fn hostile_calls_fail_with_typed_errors_and_the_host_goes_on() {
-    let runtime = runtime();
+    hostile_calls_under(test_limits());
+    hostile_calls_under(server_limits());
+}
+
+fn hostile_calls_under(limits: canopy::runtime::Limits) {
+    let runtime = Runtime::new(limits.clone()).unwrap();
     let plugin = load(&runtime, HOSTILE);
-    let limits = test_limits();
     let run = |m: &str| plugin.transform(Scope::Integration("i-1"), SAMPLE_EVENT, &mode(m));
     let ok = || {
         let call = run("ok").expect("a normal call after a failure succeeds");
@@ -194,17 +233,50 @@ fn hostile_calls_fail_with_typed_errors_and_the_host_goes_on() {
         assert_eq!(requests[0].url, "https://hostile.test/ok");
     };
 
-    let cases: Vec<(&str, Box<dyn Fn(&PluginError) -> bool>)> = vec![
-        ("loop", Box::new(|e| matches!(e, PluginError::CpuBudget { fuel } if *fuel == limits.fuel_per_call))),
-        ("memory-bomb", Box::new(|e| matches!(e, PluginError::MemoryLimit { limit } if *limit == limits.memory_bytes))),
-        ("big-output", Box::new(|e| matches!(e, PluginError::OutputTooLarge { size, limit } if *size > 12 << 20 && *limit == limits.output_bytes))),
-        ("panic", Box::new(|e| matches!(e, PluginError::Trap { message, stderr, backtrace }
+    type Expectation<'a> = Box<dyn Fn(&PluginError) -> bool + 'a>;
+    let cases: Vec<(&str, Expectation)> = vec![
+        (
+            "loop",
+            Box::new(|e| match limits.fuel_per_call {
+                Some(budget) => matches!(e, PluginError::CpuBudget { fuel } if *fuel == budget),
+                None => {
+                    matches!(e, PluginError::TimeLimit { limit } if *limit == limits.call_time_limit)
+                }
+            }),
+        ),
+        (
+            "memory-bomb",
+            Box::new(
+                |e| matches!(e, PluginError::MemoryLimit { limit } if *limit == limits.memory_bytes),
+            ),
+        ),
+        (
+            "big-output",
+            Box::new(
+                |e| matches!(e, PluginError::OutputTooLarge { size, limit } if *size > 12 << 20 && *limit == limits.output_bytes),
+            ),
+        ),
+        (
+            "panic",
+            Box::new(|e| {
+                matches!(e, PluginError::Trap { message, stderr, backtrace }
             if message.contains("unreachable")
             && stderr.contains("hostile plugin panicked on purpose")
-            && backtrace.contains("transform")))),
-        ("sleep", Box::new(|e| matches!(e, PluginError::Forbidden(what) if what.contains("sleep")))),
-        ("bad-url", Box::new(|e| matches!(e, PluginError::InvalidOutput(m) if m.contains("not a url")))),
-        ("bad-header", Box::new(|e| matches!(e, PluginError::InvalidOutput(m) if m.contains("header name")))),
+            && backtrace.contains("transform"))
+            }),
+        ),
+        (
+            "sleep",
+            Box::new(|e| matches!(e, PluginError::Forbidden(what) if what.contains("sleep"))),
+        ),
+        (
+            "bad-url",
+            Box::new(|e| matches!(e, PluginError::InvalidOutput(m) if m.contains("not a url"))),
+        ),
+        (
+            "bad-header",
+            Box::new(|e| matches!(e, PluginError::InvalidOutput(m) if m.contains("header name"))),
+        ),
     ];
     for (m, expected) in &cases {
         ok();
@@ -218,9 +290,8 @@ fn hostile_calls_fail_with_typed_errors_and_the_host_goes_on() {
 #[test]
 fn a_call_past_the_time_limit_is_interrupted() {
     let limits = canopy::runtime::Limits {
-        fuel_per_call: u64::MAX / 2,
         call_time_limit: Duration::from_millis(50),
-        ..test_limits()
+        ..server_limits()
     };
     let runtime = Runtime::new(limits).unwrap();
     let plugin = load(&runtime, HOSTILE);
@@ -242,7 +313,10 @@ fn plugin_logs_are_collected_per_call() {
         .unwrap();
     assert_eq!(call.usage.logs.len(), 1);
     assert_eq!(call.usage.logs[0].level, "info");
-    assert_eq!(call.usage.logs[0].message, "transforming seeds.earned.order");
+    assert_eq!(
+        call.usage.logs[0].message,
+        "transforming seeds.earned.order"
+    );
 }
 
 #[test]
@@ -250,8 +324,14 @@ fn loading_refuses_what_is_not_a_destination_plugin() {
     let runtime = runtime();
     let load_err = |bytes: &[u8]| runtime.load(bytes).err().expect("refused");
 
-    assert!(matches!(load_err(b"definitely not wasm"), LoadError::NotWasm));
-    assert!(matches!(load_err(b"\0asm\x01\0\0\0"), LoadError::NotAComponent));
+    assert!(matches!(
+        load_err(b"definitely not wasm"),
+        LoadError::NotWasm
+    ));
+    assert!(matches!(
+        load_err(b"\0asm\x01\0\0\0"),
+        LoadError::NotAComponent
+    ));
     assert!(matches!(
         load_err(b"\0asm\x0d\0\x01\0garbage-section"),
         LoadError::Compile(_)
@@ -307,22 +387,43 @@ fn warm_instances_never_carry_data_across_integrations() {
         (header.redacted_value(), call.usage.warm)
     };
 
-    assert_eq!(previous(Scope::Integration("a"), "a-1"), ("none".into(), false));
+    assert_eq!(
+        previous(Scope::Integration("a"), "a-1"),
+        ("none".into(), false)
+    );
     // Another integration never sees a's event, even though a's instance is idle.
-    assert_eq!(previous(Scope::Integration("b"), "b-1"), ("none".into(), false));
+    assert_eq!(
+        previous(Scope::Integration("b"), "b-1"),
+        ("none".into(), false)
+    );
     assert_eq!(previous(Scope::Fresh, "f-1"), ("none".into(), false));
     // The same integration does reuse its warm instance (so the checks above are not vacuous).
-    assert_eq!(previous(Scope::Integration("a"), "a-2"), ("a-1".into(), true));
-    assert_eq!(previous(Scope::Integration("a"), "a-3"), ("a-2".into(), true));
+    assert_eq!(
+        previous(Scope::Integration("a"), "a-2"),
+        ("a-1".into(), true)
+    );
+    assert_eq!(
+        previous(Scope::Integration("a"), "a-3"),
+        ("a-2".into(), true)
+    );
     // Third call on that instance: it is recycled, the next call starts fresh.
-    assert_eq!(previous(Scope::Integration("a"), "a-4"), ("none".into(), false));
+    assert_eq!(
+        previous(Scope::Integration("a"), "a-4"),
+        ("none".into(), false)
+    );
 
     // After an error the instance is gone too.
-    assert_eq!(previous(Scope::Integration("b"), "b-2"), ("b-1".into(), true));
+    assert_eq!(
+        previous(Scope::Integration("b"), "b-2"),
+        ("b-1".into(), true)
+    );
     plugin
         .transform(Scope::Integration("b"), SAMPLE_EVENT, &mode("panic"))
         .unwrap_err();
-    assert_eq!(previous(Scope::Integration("b"), "b-3"), ("none".into(), false));
+    assert_eq!(
+        previous(Scope::Integration("b"), "b-3"),
+        ("none".into(), false)
+    );
     assert!(runtime.warm_instances() >= 1);
 }
 

@@ -19,7 +19,9 @@ async fn healthz_answers_ok() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["status"], "ok");
 }
@@ -55,5 +57,8 @@ async fn invalid_limits_are_a_startup_error() {
     let mut config = Config::for_data_dir(dir.path().into());
     config.plugin_limits.plugin_memory_mib = 0;
     let error = AppState::new(Arc::new(config)).err().expect("refused");
-    assert!(error.to_string().contains("plugin memory must be between"), "{error}");
+    assert!(
+        error.to_string().contains("plugin memory must be between"),
+        "{error}"
+    );
 }

@@ -25,7 +25,7 @@ fn version_sent(plugin: &canopy::runtime::Plugin, config: &PluginConfig, scope: 
 #[test]
 fn activation_is_atomic_and_in_flight_calls_finish_on_their_version() {
     let runtime = canopy::runtime::Runtime::new(canopy::runtime::Limits {
-        fuel_per_call: canopy::runtime::DEFAULT_FUEL_PER_CALL,
+        fuel_per_call: Some(canopy::runtime::DEFAULT_FUEL_PER_CALL),
         ..test_limits()
     })
     .unwrap();

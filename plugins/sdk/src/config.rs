@@ -153,3 +153,73 @@ impl From<Setting> for SettingSpec {
         setting.0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(settings: Value, secrets: &[&str]) -> Config {
+        Config::from_wit(wit::Config {
+            settings: settings.to_string(),
+            secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn reads_settings_and_secret_presence() {
+        let c = config(
+            json!({"url": "  https://x.test  ", "blank": " ", "n": null}),
+            &["key"],
+        );
+        assert_eq!(c.text("url"), Some("https://x.test"));
+        assert_eq!(c.text("blank"), None);
+        assert_eq!(c.get("n"), None);
+        assert_eq!(c.text_or("missing", "dflt"), "dflt");
+        assert!(c.has_secret("key") && !c.has_secret("other"));
+    }
+
+    #[test]
+    fn rejects_settings_that_are_not_an_object() {
+        let parse = |settings: &str| {
+            Config::from_wit(wit::Config {
+                settings: settings.to_owned(),
+                secrets_present: vec![],
+            })
+        };
+        assert!(parse("").unwrap().settings.is_empty());
+        assert_eq!(parse("[1]").unwrap_err(), "settings must be a JSON object");
+        assert!(
+            parse("{")
+                .unwrap_err()
+                .starts_with("settings are not valid JSON")
+        );
+    }
+
+    #[test]
+    fn missing_required_names_each_missing_field() {
+        let spec = vec![
+            Setting::url("url", "Endpoint URL").required().build(),
+            Setting::text("note", "Note").build(),
+            Setting::secret("key", "API key").required().build(),
+        ];
+        let errors = config(json!({"url": " "}), &[]).missing_required(&spec);
+        let messages: Vec<_> = errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                ("url", "Endpoint URL is required"),
+                ("key", "API key is required")
+            ]
+        );
+        assert!(
+            config(json!({"url": "https://x.test"}), &["key"])
+                .missing_required(&spec)
+                .is_empty()
+        );
+    }
+}

@@ -11,6 +11,11 @@ pub mod log;
 pub mod request;
 pub mod response;
 
+/// Every plugin built on the SDK allocates with talc: single-threaded wasm, no atomics.
+#[cfg(all(not(target_feature = "atomics"), target_family = "wasm"))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -70,8 +75,9 @@ pub mod adapter {
         event: String,
         config: wit::Config,
     ) -> Result<Vec<OutgoingRequest>, Refusal> {
-        let event = Event::from_json(&event)
-            .map_err(|e| Refusal::InvalidEvent(format!("the event is not a canonical event: {e}")))?;
+        let event = Event::from_json(&event).map_err(|e| {
+            Refusal::InvalidEvent(format!("the event is not a canonical event: {e}"))
+        })?;
         let config = Config::from_wit(config).map_err(Refusal::InvalidConfig)?;
         D::transform(&event, &config)
     }

@@ -28,10 +28,12 @@ impl Request {
 
     /// A header with a literal value.
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Request {
-        self.0.headers.push(crate::bindings::canopy::destination::types::Header {
-            name: name.to_owned(),
-            value: vec![Segment::Text(value.into())],
-        });
+        self.0
+            .headers
+            .push(crate::bindings::canopy::destination::types::Header {
+                name: name.to_owned(),
+                value: vec![Segment::Text(value.into())],
+            });
         self
     }
 
@@ -43,10 +45,12 @@ impl Request {
             value.push(Segment::Text(prefix.to_owned()));
         }
         value.push(Segment::Secret(secret.to_owned()));
-        self.0.headers.push(crate::bindings::canopy::destination::types::Header {
-            name: name.to_owned(),
-            value,
-        });
+        self.0
+            .headers
+            .push(crate::bindings::canopy::destination::types::Header {
+                name: name.to_owned(),
+                value,
+            });
         self
     }
 
@@ -65,10 +69,12 @@ impl Request {
 
     /// Asks the host to add `header: hex(HMAC-SHA256(secret, body))`.
     pub fn sign_hmac_hex(mut self, header: &str, secret: &str) -> Request {
-        self.0.signatures.push(Signature::HmacSha256Hex(HmacSignature {
-            header: header.to_owned(),
-            secret: secret.to_owned(),
-        }));
+        self.0
+            .signatures
+            .push(Signature::HmacSha256Hex(HmacSignature {
+                header: header.to_owned(),
+                secret: secret.to_owned(),
+            }));
         self
     }
 
@@ -88,5 +94,52 @@ impl Request {
 impl From<Request> for OutgoingRequest {
     fn from(request: Request) -> OutgoingRequest {
         request.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::canopy::destination::types::Header;
+
+    #[test]
+    fn builds_headers_with_secret_references_and_signatures() {
+        let request = Request::post("https://a.test/x")
+            .header("Content-Type", "application/json")
+            .secret_header("Authorization", "Bearer ", "token")
+            .secret_header("X-Token", "", "token")
+            .json(&serde_json::json!({"a": 1}))
+            .sign_hmac_hex("X-Sig", "secret")
+            .sign_standard_webhooks("secret")
+            .build();
+        assert!(matches!(request.method, Method::Post));
+        let shown: Vec<String> = request
+            .headers
+            .iter()
+            .map(|Header { name, value }| {
+                let value: Vec<String> = value
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Text(t) => t.clone(),
+                        Segment::Secret(n) => format!("<{n}>"),
+                    })
+                    .collect();
+                format!("{name}: {}", value.concat())
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "Content-Type: application/json",
+                "Authorization: Bearer <token>",
+                "X-Token: <token>"
+            ]
+        );
+        assert_eq!(request.body, br#"{"a":1}"#);
+        assert_eq!(request.signatures.len(), 2);
+        assert!(
+            matches!(&request.signatures[0], Signature::HmacSha256Hex(h) if h.header == "X-Sig" && h.secret == "secret")
+        );
+        assert!(matches!(&request.signatures[1], Signature::StandardWebhooks(s) if s == "secret"));
     }
 }

@@ -42,3 +42,70 @@ pub fn default_verdict(response: &IncomingResponse) -> Verdict {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> IncomingResponse {
+        IncomingResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn retry(after: Option<u32>, reason: &str) -> Verdict {
+        Verdict::Retry(RetryAdvice {
+            after_seconds: after,
+            reason: reason.to_owned(),
+        })
+    }
+
+    #[test]
+    fn classifies_statuses() {
+        let verdict = |status, headers: &[(&str, &str)], body| {
+            format!("{:?}", default_verdict(&response(status, headers, body)))
+        };
+        let expect = |v: Verdict| format!("{v:?}");
+        assert_eq!(verdict(200, &[], ""), expect(Verdict::Delivered));
+        assert_eq!(verdict(204, &[], ""), expect(Verdict::Delivered));
+        assert_eq!(verdict(408, &[], ""), expect(retry(None, "HTTP 408")));
+        assert_eq!(
+            verdict(429, &[("retry-after", "17")], ""),
+            expect(retry(Some(17), "HTTP 429"))
+        );
+        assert_eq!(
+            verdict(503, &[("Retry-After", " 5 ")], ""),
+            expect(retry(Some(5), "HTTP 503"))
+        );
+        // An HTTP-date Retry-After is not read: the host's schedule applies.
+        assert_eq!(
+            verdict(429, &[("retry-after", "Wed, 21 Oct 2026 07:28:00 GMT")], ""),
+            expect(retry(None, "HTTP 429"))
+        );
+        assert_eq!(
+            verdict(404, &[], ""),
+            expect(Verdict::Failed("HTTP 404".into()))
+        );
+        assert_eq!(
+            verdict(400, &[], "  {\"detail\":\"bad\"}\n"),
+            expect(Verdict::Failed("HTTP 400: {\"detail\":\"bad\"}".into()))
+        );
+    }
+
+    #[test]
+    fn failure_reasons_quote_a_bounded_excerpt() {
+        let body = "é".repeat(1000);
+        let Verdict::Failed(reason) = default_verdict(&response(422, &[], &body)) else {
+            panic!("expected a failure")
+        };
+        assert_eq!(
+            reason.chars().count(),
+            "HTTP 422: ".len() + REASON_EXCERPT_CHARS
+        );
+    }
+}

@@ -54,7 +54,10 @@ impl Destination for Template {
         if let Some(url) = config.text(URL)
             && !(url.starts_with("https://") || url.starts_with("http://"))
         {
-            errors.push(Config::error(URL, "Endpoint URL must start with https:// or http://"));
+            errors.push(Config::error(
+                URL,
+                "Endpoint URL must start with https:// or http://",
+            ));
         }
         errors
     }

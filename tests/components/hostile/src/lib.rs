@@ -45,7 +45,9 @@ impl Destination for Hostile {
             }
             "big-output" => {
                 let body = vec![b'x'; 12 << 20];
-                Ok(vec![Request::post("https://hostile.test/").body(body).build()])
+                Ok(vec![
+                    Request::post("https://hostile.test/").body(body).build(),
+                ])
             }
             "panic" => panic!("hostile plugin panicked on purpose"),
             "sleep" => {
