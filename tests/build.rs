@@ -21,6 +21,11 @@ const COMPONENTS: &[(&str, &str, &str)] = &[
         "test-component-wrong-world",
         "tests/components/wrong-world",
     ),
+    (
+        "NOT_A_DESTINATION",
+        "test-component-not-a-destination",
+        "tests/components/not-a-destination",
+    ),
     ("ECHO_V1", "test-component-echo", "tests/components/echo"),
     (
         "ECHO_V2",

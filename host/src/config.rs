@@ -2,7 +2,6 @@
 //! both), validated once and shared as `Arc<Config>`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -15,10 +14,6 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "CANOPY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-
-    /// Directory of the embedded store.
-    #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
-    pub data_dir: PathBuf,
 
     #[command(flatten)]
     pub plugin_limits: PluginLimits,
@@ -95,11 +90,10 @@ impl PluginLimits {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: port 0 on loopback, the given data dir.
-    pub fn for_data_dir(data_dir: PathBuf) -> Config {
+    /// A configuration for tests and embedding: port 0 on loopback, default limits.
+    pub fn loopback() -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir,
             plugin_limits: PluginLimits::default(),
         }
     }

@@ -74,10 +74,11 @@ pub fn build(workspace_root: &Path, packages: &[(&str, &str)]) -> Vec<Built> {
     packages
         .iter()
         .map(|(package, _)| {
-            let path = target_dir
-                .join(TARGET)
-                .join(PROFILE)
-                .join(format!("{}.wasm", package.replace('-', "_")));
+            let out = target_dir.join(TARGET).join(PROFILE);
+            // A library component is named after its crate (`_`), a command after its package.
+            let library = out.join(format!("{}.wasm", package.replace('-', "_")));
+            let command = out.join(format!("{package}.wasm"));
+            let path = if library.exists() { library } else { command };
             assert!(path.exists(), "{} was not produced", path.display());
             Built {
                 package: (*package).to_owned(),

@@ -1,10 +1,13 @@
 //! Per-call state of a plugin instance and the host side of the `host` interface (logging).
 //! The WASI context grants nothing: no files, no environment, no arguments, no sockets, no
-//! name lookups; stdin is empty and stdout is discarded. Stderr is kept (bounded) because a
-//! Rust guest's panic message lands there, and it makes trap errors readable.
+//! name lookups; stdin is empty and stdout is discarded. Stderr is kept (bounded, per call)
+//! because a Rust guest's panic message lands there, and it makes trap errors readable.
+
+use std::sync::{Arc, Mutex};
 
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::canopy::destination::host::{Host, LogLevel};
@@ -21,7 +24,7 @@ pub struct PluginLog {
 pub struct InstanceState {
     wasi: WasiCtx,
     table: ResourceTable,
-    stderr: MemoryOutputPipe,
+    stderr: GuestStderr,
     pub(crate) memory: MemoryLimiter,
     pub(crate) logs: Vec<PluginLog>,
     plugin_id: std::sync::Arc<str>,
@@ -29,7 +32,7 @@ pub struct InstanceState {
 
 impl InstanceState {
     pub(crate) fn new(plugin_id: std::sync::Arc<str>, memory_limit: usize) -> InstanceState {
-        let stderr = MemoryOutputPipe::new(STDERR_BYTES);
+        let stderr = GuestStderr::default();
         let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         InstanceState {
             wasi,
@@ -41,11 +44,18 @@ impl InstanceState {
         }
     }
 
-    /// What the guest wrote to stderr so far, lossily decoded.
+    /// What the guest wrote to stderr during the current call, lossily decoded.
     pub(crate) fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents())
+        String::from_utf8_lossy(&self.stderr.lock())
             .trim()
             .to_owned()
+    }
+
+    /// Forgets the previous call's stderr and logs (a warm instance serves many calls).
+    pub(crate) fn start_call(&mut self) {
+        self.stderr.lock().clear();
+        self.logs.clear();
+        self.memory.hit = false;
     }
 }
 
@@ -95,6 +105,60 @@ impl Host for InstanceState {
 }
 
 impl super::bindings::canopy::destination::types::Host for InstanceState {}
+
+/// The guest's stderr: keeps the first [`STDERR_BYTES`] of a call and drops the rest
+/// without telling the guest, so a chatty plugin never sees a write fail (Rust's `eprintln!`
+/// panics when it does).
+#[derive(Clone, Default)]
+struct GuestStderr(Arc<Mutex<Vec<u8>>>);
+
+impl GuestStderr {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl IsTerminal for GuestStderr {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestStderr {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        // Only WASI preview 3 writes through this; the sandbox links preview 2.
+        Box::new(tokio::io::sink())
+    }
+}
+
+/// What `check-write` grants each time; writes beyond the kept bytes are dropped anyway.
+const STDERR_PERMIT: usize = 64 << 10;
+
+impl OutputStream for GuestStderr {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        let mut kept = self.lock();
+        let room = STDERR_BYTES.saturating_sub(kept.len());
+        kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(STDERR_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for GuestStderr {
+    async fn ready(&mut self) {}
+}
 
 /// Caps an instance's linear memory (all memories together) and records the peak, and
 /// whether a growth was refused, so that an allocation failure reads as "memory limit"

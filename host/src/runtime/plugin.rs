@@ -235,7 +235,7 @@ impl Plugin {
             };
         let store = &mut instance.store;
         self.set_budget(store)?;
-        store.data_mut().memory.hit = false;
+        store.data_mut().start_call();
 
         let result = f(&instance.bindings, store);
 

@@ -8,7 +8,9 @@ use canopy::runtime::{
     Header, LoadError, Method, PluginConfig, PluginError, PluginResponse, Refusal, Runtime, Scope,
     Segment, SignatureRequest, Verdict,
 };
-use canopy_test_support::{BAD_DESCRIBE, HOSTILE, SAMPLE_EVENT, TEMPLATE, WRONG_WORLD, component};
+use canopy_test_support::{
+    BAD_DESCRIBE, HOSTILE, NOT_A_DESTINATION, SAMPLE_EVENT, TEMPLATE, WRONG_WORLD, component,
+};
 use serde_json::json;
 
 use crate::{event_with_id, load, mode, runtime, server_limits, test_limits};
@@ -287,6 +289,30 @@ fn hostile_calls_under(limits: canopy::runtime::Limits) {
     ok();
 }
 
+/// Stderr is bounded per call without ever failing the guest's writes, and a trap quotes
+/// only its own call's output, even in a warm instance that served chatty calls before.
+#[test]
+fn stderr_is_bounded_and_belongs_to_the_failing_call() {
+    let runtime = runtime();
+    let plugin = load(&runtime, HOSTILE);
+    for _ in 0..3 {
+        let call = plugin
+            .transform(Scope::Integration("chatty"), SAMPLE_EVENT, &mode("chatty"))
+            .expect("writing 70 KB to stderr does not fail the call");
+        assert_eq!(call.value.unwrap()[0].url, "https://hostile.test/chatty");
+    }
+    match plugin.transform(Scope::Integration("chatty"), SAMPLE_EVENT, &mode("panic")) {
+        Err(PluginError::Trap { stderr, .. }) => {
+            assert!(
+                stderr.contains("hostile plugin panicked on purpose"),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("chatty plugin"), "{stderr}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
 #[test]
 fn a_call_past_the_time_limit_is_interrupted() {
     let limits = canopy::runtime::Limits {
@@ -342,6 +368,17 @@ fn loading_refuses_what_is_not_a_destination_plugin() {
             assert_eq!(found, "canopy:destination@9.0.0")
         }
         other => panic!("expected a contract version error, got {other:?}"),
+    }
+
+    match load_err(&component(NOT_A_DESTINATION)) {
+        LoadError::WrongWorld(detail) => {
+            assert!(
+                detail.contains("does not export canopy:destination/plugin@0.1.0"),
+                "{detail}"
+            );
+            assert!(detail.contains("wasi:cli/run"), "{detail}");
+        }
+        other => panic!("expected a wrong-world error, got {other:?}"),
     }
 
     match load_err(&component(BAD_DESCRIBE)) {

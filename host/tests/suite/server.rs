@@ -12,8 +12,7 @@ use tower::ServiceExt;
 
 #[tokio::test]
 async fn healthz_answers_ok() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = AppState::new(Arc::new(Config::for_data_dir(dir.path().into()))).unwrap();
+    let state = AppState::new(Arc::new(Config::loopback())).unwrap();
     let response = app(state)
         .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
         .await
@@ -28,8 +27,7 @@ async fn healthz_answers_ok() {
 
 #[tokio::test]
 async fn run_serves_until_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Arc::new(Config::for_data_dir(dir.path().into()));
+    let config = Arc::new(Config::loopback());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -53,8 +51,7 @@ async fn run_serves_until_shutdown() {
 
 #[tokio::test]
 async fn invalid_limits_are_a_startup_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_data_dir(dir.path().into());
+    let mut config = Config::loopback();
     config.plugin_limits.plugin_memory_mib = 0;
     let error = AppState::new(Arc::new(config)).err().expect("refused");
     assert!(

@@ -72,6 +72,13 @@ impl Destination for Hostile {
                         .build(),
                 ])
             }
+            "chatty" => {
+                // Far more stderr than the host keeps: writes must never fail.
+                for i in 0..2_000 {
+                    eprintln!("debug line {i} of a chatty plugin");
+                }
+                Ok(vec![Request::post("https://hostile.test/chatty").build()])
+            }
             "log" => {
                 canopy_plugin_sdk::log::info(&format!("transforming {}", event.event));
                 Ok(vec![Request::post("https://hostile.test/").build()])
