@@ -21,6 +21,13 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+/// Asserts that `out` contains every fragment, showing `out` when one is missing.
+fn contains_all(out: &str, fragments: &[&str]) {
+    for fragment in fragments {
+        assert!(out.contains(fragment), "missing {fragment:?} in:\n{out}");
+    }
+}
+
 fn write(dir: &Path, name: &str, content: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, content).unwrap();
@@ -31,14 +38,13 @@ fn write(dir: &Path, name: &str, content: &str) -> String {
 fn inspect_prints_the_description() {
     let out = stdout(&canopy(&["plugin", "inspect", TEMPLATE]));
     assert!(out.starts_with("Template (template) 0.1.0\n"), "{out}");
-    assert!(out.contains("allowed hosts: settings:url"), "{out}");
-    assert!(
-        out.contains("  url — Endpoint URL [url, required]"),
-        "{out}"
-    );
-    assert!(
-        out.contains("  token — Bearer token [text, secret]"),
-        "{out}"
+    contains_all(
+        &out,
+        &[
+            "allowed hosts: settings:url",
+            "  url — Endpoint URL [url, required]",
+            "  token — Bearer token [text, secret]",
+        ],
     );
 
     let json: serde_json::Value = serde_json::from_str(&stdout(&canopy(&[
@@ -70,27 +76,20 @@ fn run_prints_requests_verdict_and_usage() {
         "--response",
         r#"{"status":429,"headers":{"Retry-After":"30"}}"#,
     ]));
-    assert!(out.contains("config: valid\n"), "{out}");
-    assert!(out.contains("transform: 1 request(s)\n"), "{out}");
-    assert!(
-        out.contains("POST https://hooks.example.com/loyalty\n"),
-        "{out}"
+    contains_all(
+        &out,
+        &[
+            "config: valid\n",
+            "transform: 1 request(s)\n",
+            "POST https://hooks.example.com/loyalty\n",
+            "Authorization: Bearer {{secret:token}}\n",
+            "X-Signature: {{hmac-sha256-hex of body with secret:signing_secret}}",
+            r#""order_id":"6012345678901""#,
+            "verdict: retry after 30 s (HTTP 429)\n",
+            "transform used: fuel ",
+            "interpret used: fuel ",
+        ],
     );
-    assert!(
-        out.contains("Authorization: Bearer {{secret:token}}\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("X-Signature: {{hmac-sha256-hex of body with secret:signing_secret}}"),
-        "{out}"
-    );
-    assert!(out.contains(r#""order_id":"6012345678901""#), "{out}");
-    assert!(
-        out.contains("verdict: retry after 30 s (HTTP 429)\n"),
-        "{out}"
-    );
-    assert!(out.contains("transform used: fuel "), "{out}");
-    assert!(out.contains("interpret used: fuel "), "{out}");
 
     // --secrets none: no secret references; JSON output for scripts.
     let json: serde_json::Value = serde_json::from_str(&stdout(&canopy(&[
@@ -127,13 +126,12 @@ fn run_reports_config_errors_and_plugin_failures() {
     let dir = tempfile::tempdir().unwrap();
     let event = write(dir.path(), "event.json", SAMPLE_EVENT);
     let out = stdout(&canopy(&["plugin", "run", TEMPLATE, "--event", &event]));
-    assert!(
-        out.contains("config error: url: Endpoint URL is required\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("transform: invalid config: Endpoint URL is required\n"),
-        "{out}"
+    contains_all(
+        &out,
+        &[
+            "config error: url: Endpoint URL is required\n",
+            "transform: invalid config: Endpoint URL is required\n",
+        ],
     );
 
     let looping = write(dir.path(), "loop.json", r#"{"mode":"loop"}"#);
