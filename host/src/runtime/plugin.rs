@@ -61,9 +61,9 @@ fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// A live instance: its store and typed exports.
 pub(crate) struct Instance {
-    pub(crate) store: Store<InstanceState>,
+    store: Store<InstanceState>,
     bindings: Destination,
-    pub(crate) calls: u32,
+    calls: u32,
 }
 
 impl Plugin {
