@@ -1,5 +1,5 @@
-//! Per-event cost of a plugin's `transform` in Wasm versus the same mapping compiled
-//! natively, measured in one run.
+//! Per-event cost of each plugin's `transform` (the template and the four bundled
+//! destinations) in Wasm versus the same mapping compiled natively, measured in one run.
 //!
 //! - native: the plugin crate built for the host, called through the SDK adapter exactly as
 //!   the component's export is (parse event and settings, map, build requests);
@@ -25,7 +25,7 @@ const ROUNDS: usize = 7;
 
 struct Subject {
     name: &'static str,
-    wasm: &'static str,
+    wasm: Vec<u8>,
     settings: serde_json::Value,
     secrets: Vec<String>,
     native: fn(String, WitConfig) -> Result<Vec<OutgoingRequest>, Refusal>,
@@ -61,13 +61,45 @@ fn micros(d: Duration) -> f64 {
 }
 
 fn main() {
-    let subjects = [Subject {
-        name: "template",
-        wasm: canopy_test_support::TEMPLATE,
-        settings: json!({"url": "https://hooks.example.com/loyalty"}),
-        secrets: vec!["token".into(), "signing_secret".into()],
-        native: native::<canopy_plugin_template::Template>,
-    }];
+    let bundled = |id| canopy::runtime::bundled::component(id).expect("bundled");
+    let subjects = [
+        Subject {
+            name: "template",
+            wasm: canopy_test_support::component(canopy_test_support::TEMPLATE),
+            settings: json!({"url": "https://hooks.example.com/loyalty"}),
+            secrets: vec!["token".into(), "signing_secret".into()],
+            native: native::<canopy_plugin_template::Template>,
+        },
+        Subject {
+            name: "klaviyo",
+            wasm: bundled("klaviyo").to_vec(),
+            settings: json!({}),
+            secrets: vec!["api_key".into()],
+            native: native::<canopy_plugin_klaviyo::Klaviyo>,
+        },
+        Subject {
+            name: "omnisend",
+            wasm: bundled("omnisend").to_vec(),
+            settings: json!({}),
+            secrets: vec!["api_key".into()],
+            native: native::<canopy_plugin_omnisend::Omnisend>,
+        },
+        Subject {
+            name: "shopify",
+            wasm: bundled("shopify-flow").to_vec(),
+            settings: json!({"shop_domain": "green-shop.myshopify.com", "trigger_handle": "loyaltytree-event"}),
+            secrets: vec!["access_token".into()],
+            native: native::<canopy_plugin_shopify_flow::ShopifyFlow>,
+        },
+        Subject {
+            name: "webhook",
+            wasm: bundled("webhook").to_vec(),
+            settings: json!({"url": "https://hooks.example.com/{{ customer.email }}",
+                "templates": {"seeds.earned.order": "{\"email\": {{ customer.email }}, \"seeds\": {{ amount }}}"}}),
+            secrets: vec!["token".into(), "webhook_secret".into()],
+            native: native::<canopy_plugin_webhook::Webhook>,
+        },
+    ];
 
     // The server's defaults (time-bounded, no fuel metering) and the same with fuel metered.
     let server = Runtime::new(Limits::default()).expect("runtime");
@@ -85,9 +117,9 @@ fn main() {
         "plugin", "native", "wasm warm", "warm + fuel", "wasm fresh", "fuel/call"
     );
     for subject in &subjects {
-        let bytes = canopy_test_support::component(subject.wasm);
-        let plugin = server.load(&bytes).expect("plugin loads");
-        let plugin_metered = metered.load(&bytes).expect("plugin loads");
+        let bytes = &subject.wasm;
+        let plugin = server.load(bytes).expect("plugin loads");
+        let plugin_metered = metered.load(bytes).expect("plugin loads");
         let config = PluginConfig {
             settings: subject.settings.clone(),
             secrets_present: subject.secrets.clone(),

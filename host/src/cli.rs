@@ -41,7 +41,7 @@ pub enum Command {
 pub enum PluginCommand {
     /// Print what a plugin says about itself (`describe`).
     Inspect {
-        /// The plugin component (.wasm).
+        /// The plugin component (.wasm), or the id of a bundled plugin (`klaviyo`, …).
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -49,9 +49,11 @@ pub enum PluginCommand {
     /// Dry-run a plugin on an event: print the requests it would send (secrets as
     /// references), the verdict for a response, and what each call cost.
     Run {
-        /// The plugin component (.wasm).
+        /// The plugin component (.wasm), or the id of a bundled plugin (`klaviyo`,
+        /// `omnisend`, `shopify-flow`, `webhook`).
         file: PathBuf,
-        /// The canonical event, a JSON file.
+        /// The canonical event: a JSON file, or an event type (`tier.changed`) for the
+        /// built-in sample of that type.
         #[arg(long)]
         event: PathBuf,
         /// The integration's settings, a JSON file (default: `{}`).
@@ -179,7 +181,7 @@ pub fn plugin_command(command: PluginCommand) -> Result<String, String> {
                 ..limits
             };
             let plugin = load(&file, &limits)?;
-            let event = read(&event)?;
+            let event = read_event(&event)?;
             let settings: Value = match settings {
                 Some(path) => serde_json::from_str(&read(&path)?)
                     .map_err(|e| format!("{} is not JSON: {e}", path.display()))?,
@@ -200,12 +202,31 @@ pub fn plugin_command(command: PluginCommand) -> Result<String, String> {
 }
 
 fn load(file: &Path, limits: &PluginLimits) -> Result<Arc<Plugin>, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let bundled = file
+        .to_str()
+        .filter(|_| !file.exists())
+        .and_then(crate::runtime::bundled::component);
+    let bytes = match bundled {
+        Some(bytes) => bytes.to_vec(),
+        None => std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+    };
     let runtime = Runtime::new(limits.limits()?).map_err(|e| e.to_string())?;
     runtime
         .load(&bytes)
         .map(Arc::new)
         .map_err(|e| format!("{} cannot be loaded: {e}", file.display()))
+}
+
+/// An event file, or the built-in sample of an event type.
+fn read_event(path: &Path) -> Result<String, String> {
+    if !path.exists()
+        && let Some(kind) = path
+            .to_str()
+            .and_then(|k| k.parse::<canopy_events::EventKind>().ok())
+    {
+        return Ok(kind.sample_json().to_owned());
+    }
+    read(path)
 }
 
 fn read(path: &Path) -> Result<String, String> {

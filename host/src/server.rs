@@ -28,6 +28,8 @@ pub enum ServeError {
     Config(String),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("a bundled plugin does not load: {0}")]
+    Bundled(#[from] crate::runtime::LoadError),
     #[error("serving HTTP failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -35,9 +37,14 @@ pub enum ServeError {
 impl AppState {
     pub fn new(config: Arc<Config>) -> Result<AppState, ServeError> {
         let limits = config.plugin_limits.limits().map_err(ServeError::Config)?;
+        let runtime = Runtime::new(limits)?;
+        let plugins = Arc::new(PluginRegistry::new());
+        for plugin in crate::runtime::bundled::install(&runtime, &plugins)? {
+            tracing::info!(plugin = plugin.id(), version = %plugin.info().version, "plugin active");
+        }
         Ok(AppState {
-            runtime: Runtime::new(limits)?,
-            plugins: Arc::new(PluginRegistry::new()),
+            runtime,
+            plugins,
             config,
         })
     }

@@ -10,6 +10,10 @@ use serde_json::{Map, Value};
 
 macro_rules! event_kinds {
     ($($variant:ident => $key:literal, $display:literal;)+) => {
+        /// A realistic example of each kind (`samples/<key>.json`): for tests, dry runs, and
+        /// the admin's Test button.
+        const SAMPLES: &[&str] = &[$(include_str!(concat!("../samples/", $key, ".json")),)+];
+
         /// One of the canonical event types.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum EventKind {
@@ -23,6 +27,11 @@ macro_rules! event_kinds {
             /// The wire key, e.g. `seeds.earned.order`.
             pub const fn key(self) -> &'static str {
                 match self { $(EventKind::$variant => $key,)+ }
+            }
+
+            /// A realistic example event of this kind, as JSON text.
+            pub fn sample_json(self) -> &'static str {
+                SAMPLES[self as usize]
             }
 
             /// The human name platforms show, e.g. `Seeds Earned Order`.
@@ -180,6 +189,15 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_has_a_sample_of_that_kind() {
+        for kind in EventKind::ALL {
+            let event = Event::from_json(kind.sample_json()).unwrap();
+            assert_eq!(event.event, *kind);
+            assert!(event.id.is_some() && event.customer.email.is_some());
+        }
+    }
+
+    #[test]
     fn unknown_key_names_the_valid_ones() {
         let err = "seeds.lost".parse::<EventKind>().unwrap_err().to_string();
         assert!(err.starts_with("unknown event type `seeds.lost`"), "{err}");
@@ -203,6 +221,10 @@ mod tests {
         assert_eq!(event.field("amount"), Some(&Value::from(50)));
         assert_eq!(event.field("custom"), Some(&serde_json::json!({"a":1})));
         let keys: Vec<_> = event.fields.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["amount", "balance", "custom", "order_id", "tier"]);
+        assert_eq!(
+            keys,
+            ["amount", "order_id", "balance", "tier", "custom"],
+            "in the order sent"
+        );
     }
 }

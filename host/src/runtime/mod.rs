@@ -13,8 +13,10 @@
 //!   plugin version, never after an error, and at most [`Limits::calls_per_instance`]
 //!   times (see `pool.rs` for the trade-off).
 //! - [`PluginRegistry`] holds the active version of each plugin and swaps it atomically.
+//! - [`bundled`] holds the four destination plugins shipped inside the binary.
 
 mod bindings;
+pub mod bundled;
 mod error;
 mod host;
 mod limits;

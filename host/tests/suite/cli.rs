@@ -178,3 +178,78 @@ fn bad_input_gets_a_clear_error_and_a_failing_exit_code() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--response is not JSON"), "{stderr}");
 }
+
+/// The bundled plugins by id, on built-in sample events, as the README shows.
+#[test]
+fn run_works_on_each_bundled_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = write(
+        dir.path(),
+        "shop.json",
+        r#"{"shop_domain":"green-shop.myshopify.com","trigger_handle":"loyaltytree-event"}"#,
+    );
+    let hook = write(
+        dir.path(),
+        "hook.json",
+        r#"{"url":"https://hooks.example.com/in"}"#,
+    );
+    let cases: [(&str, Option<&str>, &str, &[&str]); 4] = [
+        (
+            "klaviyo",
+            None,
+            "seeds.earned.order",
+            &[
+                "POST https://a.klaviyo.com/api/events\n",
+                "Authorization: Klaviyo-API-Key {{secret:api_key}}\n",
+                r#""value":50"#,
+                "verdict: retry after 30 s (Klaviyo answered HTTP 429)\n",
+            ],
+        ),
+        (
+            "omnisend",
+            None,
+            "tier.changed",
+            &[
+                "POST https://api.omnisend.com/v5/events\n",
+                "X-API-KEY: {{secret:api_key}}\n",
+                r#""eventName":"Tier Changed""#,
+            ],
+        ),
+        (
+            "shopify-flow",
+            Some(&shop),
+            "eco.tree_planted",
+            &[
+                "POST https://green-shop.myshopify.com/admin/api/2026-04/graphql.json\n",
+                r#""Trees count":3"#,
+            ],
+        ),
+        (
+            "webhook",
+            Some(&hook),
+            "referral.visit",
+            &[
+                "POST https://hooks.example.com/in\n",
+                "X-LoyaltyTree-Signature: {{hmac-sha256-hex of body with secret:webhook_secret}}\n",
+                "webhook-id, webhook-timestamp, webhook-signature: {{standard-webhooks with secret:webhook_secret}}\n",
+            ],
+        ),
+    ];
+    for (id, settings, event, expected) in cases {
+        let mut args = vec![
+            "plugin",
+            "run",
+            id,
+            "--event",
+            event,
+            "--response",
+            r#"{"status":429,"headers":{"retry-after":"30"}}"#,
+        ];
+        if let Some(settings) = settings {
+            args.extend(["--settings", settings]);
+        }
+        let out = stdout(&canopy(&args));
+        assert!(out.contains("config: valid\n"), "{id}: {out}");
+        contains_all(&out, expected);
+    }
+}

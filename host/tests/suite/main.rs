@@ -3,6 +3,7 @@
 //! `canopy` binary; the server runs on a loopback port.
 
 mod cli;
+mod destinations;
 mod runtime;
 mod server;
 mod swap;

@@ -23,6 +23,7 @@ async fn healthz_answers_ok() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["status"], "ok");
+    assert_eq!(json["plugins"], 4, "the four bundled plugins are active");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //! platform shares ([`default_verdict`]). See `plugins/README.md` for a walkthrough.
 
 pub mod config;
+pub mod json;
 pub mod log;
 pub mod request;
 pub mod response;

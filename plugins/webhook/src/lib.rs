@@ -1,0 +1,458 @@
+//! Generic webhook destination: each loyalty event to any HTTP endpoint (SPEC.md §3, seed 000
+//! §Webhook Genérico, seed 001 §Personalização).
+//!
+//! - **URL** may hold `{{ customer.email }}`-style variables; their values are URL-encoded.
+//!   The scheme and host must be written out: the host checks every request against them.
+//! - **Method** `POST` (default), `PUT` or `PATCH`.
+//! - **Headers**: `Content-Type: application/json`, `User-Agent: LoyaltyTree/1.0`,
+//!   `X-LoyaltyTree-Event: <event key>` and `X-LoyaltyTree-Timestamp: <the event's
+//!   timestamp>`, then the admin's static headers (which may replace a default of the same
+//!   name), then the auth header.
+//! - **Body**: the canonical event, or the template for the event's key (`"*"` for every key
+//!   without its own). Templates are minijinja; every `{{ … }}` prints a JSON value (text is
+//!   quoted and escaped, numbers stay numbers, objects stay objects), so a template such as
+//!   `{"email": {{ customer.email }}, "seeds": {{ amount }}}` is always valid JSON. A missing
+//!   field prints `null`. Templates are checked against a sample event when saved.
+//! - **Auth**: `hmac` (`X-LoyaltyTree-Signature`, needs the webhook secret), `bearer`
+//!   (`Authorization: Bearer <token>`), `x-token` (`X-Token: <token>`), `custom-header`
+//!   (`<auth_header>: <token>`), or `none`. Whenever a webhook secret is set, the host also
+//!   adds the hex HMAC header and the Standard Webhooks headers.
+
+use std::collections::BTreeMap;
+
+use canopy_plugin_sdk::serde_json;
+use canopy_plugin_sdk::{
+    Config, ConfigError, Destination, Event, EventKind, IncomingResponse, OutgoingRequest,
+    PluginInfo, Refusal, Request, Setting, SettingSpec, Value, Verdict, default_verdict, json,
+};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+
+pub struct Webhook;
+
+const URL: &str = "url";
+const METHOD: &str = "method";
+const HEADERS: &str = "headers";
+const TEMPLATES: &str = "templates";
+const AUTH: &str = "auth";
+const AUTH_HEADER: &str = "auth_header";
+const WEBHOOK_SECRET: &str = "webhook_secret";
+const TOKEN: &str = "token";
+
+const METHODS: &[&str] = &["POST", "PUT", "PATCH"];
+const AUTH_METHODS: &[&str] = &["none", "hmac", "bearer", "x-token", "custom-header"];
+const SIGNATURE_HEADER: &str = "X-LoyaltyTree-Signature";
+
+fn settings() -> Vec<SettingSpec> {
+    vec![
+        Setting::url(URL, "Webhook URL")
+            .required()
+            .describe("Where events are sent; may use variables such as https://hooks.example.com/{{ customer.email }}")
+            .build(),
+        Setting::choice(METHOD, "HTTP method", METHODS)
+            .default_value(json!("POST"))
+            .build(),
+        Setting::string_map(HEADERS, "Static headers")
+            .describe("Headers sent with every request, e.g. {\"X-Source\": \"loyalty\"}")
+            .build(),
+        Setting::template_map(TEMPLATES, "Body templates")
+            .describe("Per event type (or \"*\"), a JSON body with {{ variables }}; the default body is the event itself")
+            .build(),
+        Setting::choice(AUTH, "Authentication", AUTH_METHODS)
+            .default_value(json!("none"))
+            .build(),
+        Setting::text(AUTH_HEADER, "Custom auth header name")
+            .describe("With custom-header authentication: the header that carries the token")
+            .build(),
+        Setting::secret(WEBHOOK_SECRET, "Webhook secret")
+            .describe("Signs every request: X-LoyaltyTree-Signature (hex HMAC-SHA256 of the body) and Standard Webhooks headers")
+            .build(),
+        Setting::secret(TOKEN, "Token")
+            .describe("The token for bearer, x-token or custom-header authentication")
+            .build(),
+    ]
+}
+
+/// The parsed settings, checked.
+struct WebhookSettings {
+    url: String,
+    method: &'static str,
+    headers: Vec<(String, String)>,
+    templates: BTreeMap<String, String>,
+    auth: &'static str,
+    auth_header: Option<String>,
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The part of a URL before its path, which must not hold template syntax.
+fn authority_is_static(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    !authority.is_empty() && !authority.contains("{{") && !authority.contains("{%")
+}
+
+impl WebhookSettings {
+    /// Reads and checks the settings; every problem is reported.
+    fn parse(config: &Config) -> Result<WebhookSettings, Vec<ConfigError>> {
+        let mut errors = config.missing_required(&settings());
+        let url = config.text(URL).unwrap_or_default().to_owned();
+        if !url.is_empty() {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                errors.push(Config::error(
+                    URL,
+                    "Webhook URL must start with https:// or http://",
+                ));
+            } else if !authority_is_static(&url) {
+                errors.push(Config::error(
+                    URL,
+                    "Webhook URL must name its host without variables (variables may follow in the path or query)",
+                ));
+            } else if let Err(e) = url_environment().template_from_str(&url) {
+                errors.push(Config::error(
+                    URL,
+                    format!("Webhook URL {}", describe_template_error(&url, &e)),
+                ));
+            }
+        }
+        let method = match config.text(METHOD).map(str::to_ascii_uppercase) {
+            None => "POST",
+            Some(m) => match METHODS.iter().find(|known| **known == m) {
+                Some(known) => known,
+                None => {
+                    errors.push(Config::error(
+                        METHOD,
+                        format!(
+                            "HTTP method must be one of {}, not `{m}`",
+                            METHODS.join(", ")
+                        ),
+                    ));
+                    "POST"
+                }
+            },
+        };
+        let mut headers = Vec::new();
+        match config.get(HEADERS) {
+            None => {}
+            Some(Value::Object(map)) => {
+                for (name, value) in map {
+                    match value.as_str() {
+                        _ if !valid_header_name(name) => errors.push(Config::error(
+                            HEADERS,
+                            format!("`{name}` is not a valid header name"),
+                        )),
+                        Some(text) if text.contains(['\r', '\n']) => errors.push(Config::error(
+                            HEADERS,
+                            format!("the value of header `{name}` cannot contain line breaks"),
+                        )),
+                        Some(text) => headers.push((name.clone(), text.to_owned())),
+                        None => errors.push(Config::error(
+                            HEADERS,
+                            format!("the value of header `{name}` must be text"),
+                        )),
+                    }
+                }
+            }
+            Some(_) => errors.push(Config::error(
+                HEADERS,
+                "Static headers must be an object of header name → value",
+            )),
+        }
+        let mut templates = BTreeMap::new();
+        match config.get(TEMPLATES) {
+            None => {}
+            Some(Value::Object(map)) => {
+                for (key, source) in map {
+                    let kind = if key == "*" {
+                        None
+                    } else {
+                        match key.parse::<EventKind>() {
+                            Ok(kind) => Some(kind),
+                            Err(unknown) => {
+                                errors.push(Config::error(
+                                    TEMPLATES,
+                                    format!("body templates: {unknown}"),
+                                ));
+                                continue;
+                            }
+                        }
+                    };
+                    let Some(source) = source.as_str() else {
+                        errors.push(Config::error(
+                            TEMPLATES,
+                            format!("the template for `{key}` must be text"),
+                        ));
+                        continue;
+                    };
+                    if let Err(message) = check_template(kind, source) {
+                        errors.push(Config::error(
+                            TEMPLATES,
+                            format!("the template for `{key}` {message}"),
+                        ));
+                        continue;
+                    }
+                    templates.insert(key.clone(), source.to_owned());
+                }
+            }
+            Some(_) => errors.push(Config::error(
+                TEMPLATES,
+                "Body templates must be an object of event type → template",
+            )),
+        }
+        let auth = match config.text(AUTH) {
+            None => "none",
+            Some(a) => match AUTH_METHODS.iter().find(|known| **known == a) {
+                Some(known) => known,
+                None => {
+                    errors.push(Config::error(
+                        AUTH,
+                        format!(
+                            "Authentication must be one of {}, not `{a}`",
+                            AUTH_METHODS.join(", ")
+                        ),
+                    ));
+                    "none"
+                }
+            },
+        };
+        let auth_header = config.text(AUTH_HEADER).map(str::to_owned);
+        match auth {
+            "hmac" if !config.has_secret(WEBHOOK_SECRET) => errors.push(Config::error(
+                WEBHOOK_SECRET,
+                "HMAC signature authentication needs a webhook secret",
+            )),
+            "bearer" | "x-token" | "custom-header" if !config.has_secret(TOKEN) => {
+                errors.push(Config::error(
+                    TOKEN,
+                    format!("Token is required for {auth} authentication"),
+                ))
+            }
+            _ => {}
+        }
+        if auth == "custom-header" {
+            match &auth_header {
+                None => errors.push(Config::error(
+                    AUTH_HEADER,
+                    "Custom auth header name is required for custom-header authentication",
+                )),
+                Some(name) if !valid_header_name(name) => errors.push(Config::error(
+                    AUTH_HEADER,
+                    format!("`{name}` is not a valid header name"),
+                )),
+                Some(_) => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(WebhookSettings {
+                url,
+                method,
+                headers,
+                templates,
+                auth,
+                auth_header,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Templates print JSON values; missing fields print `null` (lenient undefined).
+fn body_environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| AutoEscape::Json);
+    env.set_undefined_behavior(UndefinedBehavior::Lenient);
+    env.set_formatter(|out, state, value| {
+        if value.is_undefined() || value.is_none() {
+            out.write_str("null").map_err(minijinja::Error::from)
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    env
+}
+
+/// URL variables print as percent-encoded text (RFC 3986 unreserved characters kept).
+fn url_environment() -> Environment<'static> {
+    const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let mut env = Environment::new();
+    env.set_formatter(|out, _state, value| {
+        if value.is_undefined() || value.is_none() {
+            return Ok(());
+        }
+        let text = match value.as_str() {
+            Some(s) => s.to_owned(),
+            None => value.to_string(),
+        };
+        write!(
+            out,
+            "{}",
+            percent_encoding::utf8_percent_encode(&text, COMPONENT)
+        )
+        .map_err(minijinja::Error::from)
+    });
+    env
+}
+
+/// "has a syntax error at line L, column C: detail".
+fn describe_template_error(source: &str, error: &minijinja::Error) -> String {
+    let detail = error
+        .detail()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.kind().to_string());
+    match (error.line(), error.range()) {
+        (Some(line), Some(range)) => {
+            let line_start = source[..range.start.min(source.len())]
+                .rfind('\n')
+                .map_or(0, |i| i + 1);
+            let column = source[line_start..range.start.min(source.len())]
+                .chars()
+                .count()
+                + 1;
+            format!("has an error at line {line}, column {column}: {detail}")
+        }
+        (Some(line), None) => format!("has an error at line {line}: {detail}"),
+        _ => format!("has an error: {detail}"),
+    }
+}
+
+/// The template context: the canonical event plus `event_name` (its display name).
+fn context(event: &Event) -> minijinja::Value {
+    let mut value = serde_json::to_value(event).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("event_name".into(), json!(event.event.display_name()));
+    }
+    minijinja::Value::from(minijinja::value::Serde(value))
+}
+
+fn render_body(source: &str, event: &Event) -> Result<Vec<u8>, String> {
+    let env = body_environment();
+    let template = env
+        .template_from_str(source)
+        .map_err(|e| describe_template_error(source, &e))?;
+    let text = template
+        .render(context(event))
+        .map_err(|e| describe_template_error(source, &e))?;
+    serde_json::from_str::<Value>(&text)
+        .map_err(|e| format!("does not produce valid JSON ({e}): {text}"))?;
+    Ok(text.into_bytes())
+}
+
+/// Compiles a template and renders it against a sample event of its kind (any kind for "*").
+fn check_template(kind: Option<EventKind>, source: &str) -> Result<(), String> {
+    let kinds = match kind {
+        Some(kind) => vec![kind],
+        None => EventKind::ALL.to_vec(),
+    };
+    for kind in kinds {
+        let sample = Event::from_json(kind.sample_json()).map_err(|e| e.to_string())?;
+        render_body(source, &sample)?;
+    }
+    Ok(())
+}
+
+impl Destination for Webhook {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            id: "webhook".into(),
+            name: "Generic webhook".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Sends loyalty events to any HTTP endpoint, with optional templates, auth and signatures".into(),
+            events: vec!["*".into()],
+            allowed_hosts: vec![format!("settings:{URL}")],
+            settings: settings(),
+            rate_limit: None,
+        }
+    }
+
+    fn validate_config(config: &Config) -> Vec<ConfigError> {
+        WebhookSettings::parse(config).err().unwrap_or_default()
+    }
+
+    fn transform(event: &Event, config: &Config) -> Result<Vec<OutgoingRequest>, Refusal> {
+        let hook = WebhookSettings::parse(config).map_err(|errors| {
+            let messages: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+            Refusal::InvalidConfig(messages.join("; "))
+        })?;
+        let url = url_environment()
+            .render_str(&hook.url, context(event))
+            .map_err(|e| {
+                Refusal::InvalidConfig(format!(
+                    "Webhook URL {}",
+                    describe_template_error(&hook.url, &e)
+                ))
+            })?;
+        let template = hook
+            .templates
+            .get(event.event.key())
+            .or_else(|| hook.templates.get("*"));
+        let body = match template {
+            Some(source) => render_body(source, event).map_err(|message| {
+                Refusal::InvalidConfig(format!(
+                    "the template for `{}` {message}",
+                    event.event.key()
+                ))
+            })?,
+            None => serde_json::to_vec(event).unwrap_or_default(),
+        };
+
+        let mut headers: Vec<(String, String)> = vec![
+            ("Content-Type".into(), "application/json".into()),
+            ("User-Agent".into(), "LoyaltyTree/1.0".into()),
+            ("X-LoyaltyTree-Event".into(), event.event.key().into()),
+            ("X-LoyaltyTree-Timestamp".into(), event.timestamp.clone()),
+        ];
+        for (name, value) in hook.headers {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(&name));
+            headers.push((name, value));
+        }
+        let mut request = headers
+            .into_iter()
+            .fold(Request::new(method(hook.method), url), |r, (n, v)| {
+                r.header(&n, v)
+            });
+        request = match hook.auth {
+            "bearer" => request.secret_header("Authorization", "Bearer ", TOKEN),
+            "x-token" => request.secret_header("X-Token", "", TOKEN),
+            "custom-header" => {
+                let name = hook.auth_header.as_deref().unwrap_or("X-Token");
+                request.secret_header(name, "", TOKEN)
+            }
+            _ => request,
+        };
+        if config.has_secret(WEBHOOK_SECRET) {
+            request = request
+                .sign_hmac_hex(SIGNATURE_HEADER, WEBHOOK_SECRET)
+                .sign_standard_webhooks(WEBHOOK_SECRET);
+        }
+        Ok(vec![request.body(body).build()])
+    }
+
+    fn interpret(response: &IncomingResponse) -> Verdict {
+        match response.status {
+            401 | 403 => Verdict::Failed(format!(
+                "the endpoint refused the request (HTTP {}): invalid token or signature",
+                response.status
+            )),
+            _ => default_verdict(response),
+        }
+    }
+}
+
+fn method(name: &str) -> canopy_plugin_sdk::Method {
+    match name {
+        "PUT" => canopy_plugin_sdk::Method::Put,
+        "PATCH" => canopy_plugin_sdk::Method::Patch,
+        _ => canopy_plugin_sdk::Method::Post,
+    }
+}
+
+canopy_plugin_sdk::export_destination!(Webhook);
