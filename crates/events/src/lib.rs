@@ -152,6 +152,13 @@ pub struct Event {
     pub fields: Map<String, Value>,
 }
 
+impl Customer {
+    /// The email, when there is a non-blank one.
+    pub fn email(&self) -> Option<&str> {
+        self.email.as_deref().filter(|e| !e.trim().is_empty())
+    }
+}
+
 impl Event {
     /// Parses an event from JSON text, naming what is wrong when it cannot.
     pub fn from_json(text: &str) -> Result<Event, serde_json::Error> {

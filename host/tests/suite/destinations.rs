@@ -608,7 +608,7 @@ fn shopify_flow_reads_graphql_answers() {
     );
     assert_eq!(
         verdict(&f, response(402, &[], json!({"errors":"Unavailable Shop"}))),
-        failed("Shopify rejected the request (HTTP 402): Unavailable Shop")
+        failed("Shopify rejected the event (HTTP 402): Unavailable Shop")
     );
 }
 

@@ -7,11 +7,11 @@
 //! amount with `value_currency`. Events with no such figure (tier changes, reviews, trees,
 //! referral links) carry no `value`.
 
-use canopy_plugin_sdk::json::{error_details, number};
+use canopy_plugin_sdk::json::number;
 use canopy_plugin_sdk::{
     Config, ConfigError, Destination, Event, EventKind, IncomingResponse, Map, OutgoingRequest,
-    PluginInfo, RateLimit, Refusal, Request, RetryAdvice, Setting, SettingSpec, Value, Verdict,
-    json, retry_after_seconds,
+    PluginInfo, RateLimit, Refusal, Request, Setting, SettingSpec, Value, Verdict, json,
+    platform_verdict,
 };
 
 pub struct Klaviyo;
@@ -141,12 +141,7 @@ impl Destination for Klaviyo {
     }
 
     fn transform(event: &Event, config: &Config) -> Result<Vec<OutgoingRequest>, Refusal> {
-        let Some(email) = event
-            .customer
-            .email
-            .as_deref()
-            .filter(|e| !e.trim().is_empty())
-        else {
+        let Some(email) = event.customer.email() else {
             return Err(Refusal::Skip("Klaviyo requires a customer email".into()));
         };
         if !config.has_secret(API_KEY) {
@@ -162,19 +157,7 @@ impl Destination for Klaviyo {
     }
 
     fn interpret(response: &IncomingResponse) -> Verdict {
-        let status = response.status;
-        match status {
-            200..=299 => Verdict::Delivered,
-            401 | 403 => Verdict::Failed("invalid Klaviyo API key".into()),
-            408 | 429 | 500..=599 => Verdict::Retry(RetryAdvice {
-                after_seconds: retry_after_seconds(response),
-                reason: format!("Klaviyo answered HTTP {status}"),
-            }),
-            _ => Verdict::Failed(match error_details(&response.body) {
-                Some(detail) => format!("Klaviyo rejected the event (HTTP {status}): {detail}"),
-                None => format!("Klaviyo rejected the event (HTTP {status})"),
-            }),
-        }
+        platform_verdict(response, "Klaviyo", "invalid Klaviyo API key")
     }
 }
 

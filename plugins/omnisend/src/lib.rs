@@ -6,11 +6,10 @@
 //! - `versioned`: `POST https://api.omnisend.com/api/events`,
 //!   `Authorization: Omnisend-API-Key <key>` and `Omnisend-Version: <api_version>`.
 
-use canopy_plugin_sdk::json::error_details;
 use canopy_plugin_sdk::{
     Config, ConfigError, Destination, Event, IncomingResponse, Map, OutgoingRequest, PluginInfo,
     RateLimit, Refusal, Request, RetryAdvice, Setting, SettingSpec, Value, Verdict, json,
-    retry_after_seconds,
+    platform_verdict,
 };
 
 pub struct Omnisend;
@@ -101,12 +100,7 @@ impl Destination for Omnisend {
     }
 
     fn transform(event: &Event, config: &Config) -> Result<Vec<OutgoingRequest>, Refusal> {
-        let Some(email) = event
-            .customer
-            .email
-            .as_deref()
-            .filter(|e| !e.trim().is_empty())
-        else {
+        let Some(email) = event.customer.email() else {
             return Err(Refusal::Skip("Omnisend requires a customer email".into()));
         };
         if !config.has_secret(API_KEY) {
@@ -129,22 +123,12 @@ impl Destination for Omnisend {
     }
 
     fn interpret(response: &IncomingResponse) -> Verdict {
-        let status = response.status;
-        match status {
-            200..=299 => Verdict::Delivered,
-            401 | 403 => Verdict::Failed("invalid Omnisend API key".into()),
-            408 | 429 | 500..=599 => Verdict::Retry(RetryAdvice {
-                after_seconds: retry_after_seconds(response),
-                reason: if status == 429 {
-                    "Omnisend rate limit reached (400 requests per minute)".into()
-                } else {
-                    format!("Omnisend answered HTTP {status}")
-                },
+        match platform_verdict(response, "Omnisend", "invalid Omnisend API key") {
+            Verdict::Retry(advice) if response.status == 429 => Verdict::Retry(RetryAdvice {
+                reason: "Omnisend rate limit reached (400 requests per minute)".into(),
+                ..advice
             }),
-            _ => Verdict::Failed(match error_details(&response.body) {
-                Some(detail) => format!("Omnisend rejected the event (HTTP {status}): {detail}"),
-                None => format!("Omnisend rejected the event (HTTP {status})"),
-            }),
+            verdict => verdict,
         }
     }
 }

@@ -35,7 +35,7 @@ pub use bindings::canopy::destination::types::{
 pub use canopy_events::{Customer, Event, EventKind, UnknownEventKind};
 pub use config::{Config, Setting};
 pub use request::Request;
-pub use response::{default_verdict, header, retry_after_seconds};
+pub use response::{default_verdict, header, platform_verdict, retry_after_seconds};
 pub use serde_json::{self, Map, Value, json};
 
 /// What a destination plugin implements. Every function is pure: same input, same output.

@@ -1,6 +1,7 @@
 //! Reading a platform's answer: the classification every HTTP destination shares, which a
 //! plugin refines with what its platform says in the body.
 
+use crate::json::error_details;
 use crate::{IncomingResponse, RetryAdvice, Verdict};
 
 /// How much of a response body a failure reason quotes.
@@ -40,6 +41,30 @@ pub fn default_verdict(response: &IncomingResponse) -> Verdict {
                 Verdict::Failed(format!("HTTP {status}: {excerpt}"))
             }
         }
+    }
+}
+
+/// How a platform's HTTP API answer usually reads, in the platform's name: 2xx delivered;
+/// 401/403 failed with `invalid_credentials`; 408, 429 and 5xx retried (honouring
+/// `Retry-After`); any other status failed with the platform's own error text
+/// ([`error_details`]).
+pub fn platform_verdict(
+    response: &IncomingResponse,
+    platform: &str,
+    invalid_credentials: &str,
+) -> Verdict {
+    let status = response.status;
+    match status {
+        200..=299 => Verdict::Delivered,
+        401 | 403 => Verdict::Failed(invalid_credentials.to_owned()),
+        408 | 429 | 500..=599 => Verdict::Retry(RetryAdvice {
+            after_seconds: retry_after_seconds(response),
+            reason: format!("{platform} answered HTTP {status}"),
+        }),
+        _ => Verdict::Failed(match error_details(&response.body) {
+            Some(detail) => format!("{platform} rejected the event (HTTP {status}): {detail}"),
+            None => format!("{platform} rejected the event (HTTP {status})"),
+        }),
     }
 }
 

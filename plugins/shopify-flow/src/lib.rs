@@ -5,11 +5,10 @@
 //! joined by ", ") — plus the reference key `customer_id` when the Shopify customer id is
 //! known. Flow answers 200 even on errors, so `interpret` reads the GraphQL body.
 
-use canopy_plugin_sdk::json::error_details;
 use canopy_plugin_sdk::serde_json;
 use canopy_plugin_sdk::{
     Config, ConfigError, Destination, Event, IncomingResponse, Map, OutgoingRequest, PluginInfo,
-    Refusal, Request, RetryAdvice, Setting, SettingSpec, Value, Verdict, json, retry_after_seconds,
+    Refusal, Request, RetryAdvice, Setting, SettingSpec, Value, Verdict, json, platform_verdict,
 };
 
 pub struct ShopifyFlow;
@@ -237,21 +236,12 @@ impl Destination for ShopifyFlow {
     }
 
     fn interpret(response: &IncomingResponse) -> Verdict {
-        let status = response.status;
-        match status {
+        match response.status {
             200 => graphql_verdict(&response.body),
-            401 | 403 => Verdict::Failed("invalid Shopify access token".into()),
             404 => Verdict::Failed(
                 "Shopify answered 404: check the shop domain and API version".into(),
             ),
-            408 | 429 | 500..=599 => Verdict::Retry(RetryAdvice {
-                after_seconds: retry_after_seconds(response),
-                reason: format!("Shopify answered HTTP {status}"),
-            }),
-            _ => Verdict::Failed(match error_details(&response.body) {
-                Some(detail) => format!("Shopify rejected the request (HTTP {status}): {detail}"),
-                None => format!("Shopify rejected the request (HTTP {status})"),
-            }),
+            _ => platform_verdict(response, "Shopify", "invalid Shopify access token"),
         }
     }
 }
