@@ -7,6 +7,8 @@
 //!   limits, warm instances, and the registry of active plugin versions.
 //! - [`server`] — the HTTP server: `run(config, listener, shutdown)` and its routes.
 //! - [`config`] — configuration shared by the server as `Arc<Config>`.
+//! - [`crypto`] — request signing (hex HMAC-SHA256, Standard Webhooks).
+//! - [`delivery`] — where requests may go (declared hosts, internal-address guard).
 //! - [`cli`] — the `canopy` command line: `serve`, `plugin inspect`, `plugin run`.
 //!
 //! Data flows one way (SPEC.md): ingest → store → scheduler → worker (plugin transform →
@@ -14,6 +16,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod crypto;
+pub mod delivery;
 pub mod runtime;
 pub mod server;
 
