@@ -1,4 +1,6 @@
-//! Delivery: where requests may go ([`egress`]). The scheduler, workers, retry policy and
-//! outcome recording join this module with the delivery pipeline.
+//! Delivery policy: where requests may go ([`egress`]) and when a failed attempt is tried
+//! again ([`retry`]). The scheduler, workers and outcome recording join this module with the
+//! delivery pipeline.
 
 pub mod egress;
+pub mod retry;
