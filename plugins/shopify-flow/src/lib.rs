@@ -68,9 +68,17 @@ fn valid_api_version(version: &str) -> bool {
             }))
 }
 
-/// `order_total` → `Order total`, `share_url` → `Share URL`, with `prefix` in front.
+/// `order_total` → `Order total`, `share_url` → `Share URL`, with `prefix` in front. Customer
+/// fields read the same wherever they appear: `display_name` → `name`,
+/// `shopify_customer_id` → `Shopify ID` (`Referred customer Shopify ID`).
 fn label(prefix: &str, key: &str) -> String {
+    let key = match key {
+        "display_name" => "name",
+        "shopify_customer_id" => "Shopify_ID",
+        other => other,
+    };
     let words = key.split('_').filter(|w| !w.is_empty()).map(|w| match w {
+        "Shopify" | "ID" => w.to_owned(),
         "id" => "ID".to_owned(),
         "url" => "URL".to_owned(),
         other => other.to_lowercase(),
@@ -332,6 +340,14 @@ mod tests {
             "Referred customer first name"
         );
         assert_eq!(label("", "referred_customer"), "Referred customer");
+        assert_eq!(
+            label("Referred customer", "display_name"),
+            "Referred customer name"
+        );
+        assert_eq!(
+            label("Referred customer", "shopify_customer_id"),
+            "Referred customer Shopify ID"
+        );
     }
 
     #[test]
