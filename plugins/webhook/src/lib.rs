@@ -77,7 +77,9 @@ struct WebhookSettings {
     url: String,
     method: &'static str,
     headers: Vec<(String, String)>,
-    templates: BTreeMap<String, String>,
+    /// Event key (or `*`) → (its kind, the template text). Checked against samples only by
+    /// `validate_config`; `transform` compiles just the one it needs.
+    templates: BTreeMap<String, (Option<EventKind>, String)>,
     auth: &'static str,
     auth_header: Option<String>,
 }
@@ -97,8 +99,8 @@ fn authority_is_static(url: &str) -> bool {
 }
 
 impl WebhookSettings {
-    /// Reads and checks the settings; every problem is reported.
-    fn parse(config: &Config) -> Result<WebhookSettings, Vec<ConfigError>> {
+    /// Reads and checks the settings: what could be read, and every problem found.
+    fn read(config: &Config) -> (WebhookSettings, Vec<ConfigError>) {
         let mut errors = config.missing_required(&settings());
         let url = config.text(URL).unwrap_or_default().to_owned();
         if !url.is_empty() {
@@ -188,14 +190,7 @@ impl WebhookSettings {
                         ));
                         continue;
                     };
-                    if let Err(message) = check_template(kind, source) {
-                        errors.push(Config::error(
-                            TEMPLATES,
-                            format!("the template for `{key}` {message}"),
-                        ));
-                        continue;
-                    }
-                    templates.insert(key.clone(), source.to_owned());
+                    templates.insert(key.clone(), (kind, source.to_owned()));
                 }
             }
             Some(_) => errors.push(Config::error(
@@ -246,17 +241,22 @@ impl WebhookSettings {
                 Some(_) => {}
             }
         }
-        if errors.is_empty() {
-            Ok(WebhookSettings {
-                url,
-                method,
-                headers,
-                templates,
-                auth,
-                auth_header,
-            })
-        } else {
-            Err(errors)
+        let settings = WebhookSettings {
+            url,
+            method,
+            headers,
+            templates,
+            auth,
+            auth_header,
+        };
+        (settings, errors)
+    }
+
+    /// The settings, when they can work.
+    fn parse(config: &Config) -> Result<WebhookSettings, Vec<ConfigError>> {
+        match WebhookSettings::read(config) {
+            (settings, errors) if errors.is_empty() => Ok(settings),
+            (_, errors) => Err(errors),
         }
     }
 }
@@ -374,7 +374,18 @@ impl Destination for Webhook {
     }
 
     fn validate_config(config: &Config) -> Vec<ConfigError> {
-        WebhookSettings::parse(config).err().unwrap_or_default()
+        let (settings, mut errors) = WebhookSettings::read(config);
+        // Rendering every template against sample events is the expensive check: it runs
+        // when the admin saves the integration, not on every delivery.
+        for (key, (kind, source)) in &settings.templates {
+            if let Err(message) = check_template(*kind, source) {
+                errors.push(Config::error(
+                    TEMPLATES,
+                    format!("the template for `{key}` {message}"),
+                ));
+            }
+        }
+        errors
     }
 
     fn transform(event: &Event, config: &Config) -> Result<Vec<OutgoingRequest>, Refusal> {
@@ -395,7 +406,7 @@ impl Destination for Webhook {
             .get(event.event.key())
             .or_else(|| hook.templates.get("*"));
         let body = match template {
-            Some(source) => render_body(source, event).map_err(|message| {
+            Some((_, source)) => render_body(source, event).map_err(|message| {
                 Refusal::InvalidConfig(format!(
                     "the template for `{}` {message}",
                     event.event.key()
