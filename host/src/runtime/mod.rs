@@ -108,7 +108,8 @@ impl Runtime {
         )
         .map_err(err)?;
 
-        spawn_epoch_ticker(&engine);
+        spawn_epoch_ticker(&engine)
+            .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
@@ -157,7 +158,7 @@ pub(crate) struct Forbidden(&'static str);
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] for the call time limit. Holds only a
 /// weak handle, so the thread ends once the engine is dropped.
-fn spawn_epoch_ticker(engine: &Engine) {
+fn spawn_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("canopy-epoch".into())
@@ -170,5 +171,5 @@ fn spawn_epoch_ticker(engine: &Engine) {
                 }
             }
         })
-        .expect("spawning the epoch thread");
+        .map(drop)
 }
