@@ -7,9 +7,10 @@
 //!   limits, warm instances, and the registry of active plugin versions.
 //! - [`server`] — the HTTP server: `run(config, listener, shutdown)` and its routes.
 //! - [`config`] — configuration shared by the server as `Arc<Config>`.
-//! - [`crypto`] — request signing (hex HMAC-SHA256, Standard Webhooks).
-//! - [`delivery`] — delivery policy: where requests may go (declared hosts, internal-address
-//!   guard) and when a failed attempt is retried.
+//! - [`crypto`] — secret values that never print; request signing (hex HMAC-SHA256,
+//!   Standard Webhooks).
+//! - [`delivery`] — where requests may go, how a plugin's request becomes the one on the wire
+//!   (secrets, signatures, redaction), and when a failed attempt is retried.
 //! - [`cli`] — the `canopy` command line: `serve`, `plugin inspect`, `plugin run`.
 //!
 //! Data flows one way (SPEC.md): ingest → store → scheduler → worker (plugin transform →

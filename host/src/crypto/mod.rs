@@ -1,4 +1,5 @@
-//! Cryptography of the host: signing outgoing requests ([`signing`]). Plugins only ask for
-//! signatures by secret name; the values and the computation stay here.
+//! Cryptography of the host: secret values that never print ([`secret`]) and signing of
+//! outgoing requests ([`signing`]). Plugins only name secrets; values and computation stay here.
 
+pub mod secret;
 pub mod signing;
