@@ -267,6 +267,18 @@ mod tests {
         );
     }
 
+    /// The error of preparing `request` for a plugin that declared only `a.klaviyo.com`.
+    fn klaviyo_error(request: PluginRequest, pairs: &[(&str, &str)]) -> PrepareError {
+        prepare(
+            &request,
+            &secrets(pairs),
+            &hosts(&["a.klaviyo.com"]),
+            &json!({}),
+            ATTEMPT,
+        )
+        .unwrap_err()
+    }
+
     #[test]
     fn refuses_undeclared_hosts_and_missing_or_unusable_secrets() {
         let auth = || {
@@ -275,14 +287,10 @@ mod tests {
                 value: vec![Segment::Secret("token".into())],
             }]
         };
-        let err = prepare(
-            &request("https://evil.example/x", auth(), vec![]),
-            &secrets(&[("token", "t")]),
-            &hosts(&["a.klaviyo.com"]),
-            &json!({}),
-            ATTEMPT,
-        )
-        .unwrap_err();
+        let err = klaviyo_error(
+            request("https://evil.example/x", auth(), vec![]),
+            &[("token", "t")],
+        );
         assert_eq!(
             err,
             PrepareError::HostNotAllowed {
@@ -303,24 +311,13 @@ mod tests {
             .is_ok()
         );
 
-        let err = prepare(
-            &request("https://a.klaviyo.com/x", auth(), vec![]),
-            &secrets(&[]),
-            &hosts(&["a.klaviyo.com"]),
-            &json!({}),
-            ATTEMPT,
-        )
-        .unwrap_err();
+        let err = klaviyo_error(request("https://a.klaviyo.com/x", auth(), vec![]), &[]);
         assert_eq!(err, PrepareError::MissingSecret("token".into()));
 
-        let err = prepare(
-            &request("https://a.klaviyo.com/x", auth(), vec![]),
-            &secrets(&[("token", "s3cr3t\nvalue")]),
-            &hosts(&["a.klaviyo.com"]),
-            &json!({}),
-            ATTEMPT,
-        )
-        .unwrap_err();
+        let err = klaviyo_error(
+            request("https://a.klaviyo.com/x", auth(), vec![]),
+            &[("token", "s3cr3t\nvalue")],
+        );
         assert_eq!(err, PrepareError::UnusableSecret("token".into()));
         assert!(
             !err.to_string().contains("s3cr3t"),
@@ -330,14 +327,10 @@ mod tests {
         let sign = vec![SignatureRequest::StandardWebhooks {
             secret: "hook".into(),
         }];
-        let err = prepare(
-            &request("https://a.klaviyo.com/x", vec![], sign),
-            &secrets(&[("hook", "whsec_***")]),
-            &hosts(&["a.klaviyo.com"]),
-            &json!({}),
-            ATTEMPT,
-        )
-        .unwrap_err();
+        let err = klaviyo_error(
+            request("https://a.klaviyo.com/x", vec![], sign),
+            &[("hook", "whsec_***")],
+        );
         assert_eq!(
             err,
             PrepareError::Signing {
