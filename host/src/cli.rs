@@ -35,6 +35,8 @@ pub enum Command {
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print a new random master key (base64) for `CANOPY_MASTER_KEY`.
+    Keygen,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +87,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(config) => serve(config),
+        Command::Keygen => {
+            println!("{}", crate::crypto::seal::MasterKey::generate().1);
+            ExitCode::SUCCESS
+        }
         Command::Plugin(command) => match plugin_command(command) {
             Ok(output) => {
                 print!("{output}");

@@ -1,11 +1,16 @@
 //! Server configuration: defaults < `CANOPY_*` environment < command-line flags (clap reads
 //! both), validated once and shared as `Arc<Config>`.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 
+use crate::crypto::secret::SecretValue;
+use crate::delivery::retry::{DEFAULT_JITTER, DEFAULT_SCHEDULE, RetrySchedule};
+use crate::delivery::sender::EgressOverride;
 use crate::runtime::{self, Limits};
 
 /// Settings of `canopy serve`.
@@ -15,8 +20,111 @@ pub struct Config {
     #[arg(long, env = "CANOPY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Where the store lives (created with owner-only permissions when missing).
+    #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
+    pub data_dir: PathBuf,
+
+    /// Token of the admin API. When unset, one is generated on first start, kept in the data
+    /// directory (owner-only) and printed once.
+    #[arg(long, env = "CANOPY_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub admin_token: Option<SecretValue>,
+
+    /// Token of `POST /v1/events`. Generated like the admin token when unset.
+    #[arg(long, env = "CANOPY_INGEST_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub ingest_token: Option<SecretValue>,
+
+    /// The key that encrypts integration secrets: 32 bytes in base64 (`canopy keygen`).
+    /// Kept outside the data directory it protects.
+    #[arg(long, env = "CANOPY_MASTER_KEY", hide_env_values = true, value_parser = secret)]
+    pub master_key: Option<SecretValue>,
+
+    /// A file holding the master key (instead of `--master-key`).
+    #[arg(long, env = "CANOPY_MASTER_KEY_FILE", conflicts_with = "master_key")]
+    pub master_key_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub delivery: DeliverySettings,
+
     #[command(flatten)]
     pub plugin_limits: PluginLimits,
+}
+
+/// How deliveries are made.
+#[derive(Debug, Clone, Args)]
+pub struct DeliverySettings {
+    /// Delays between attempts after the first fails, comma-separated (`30s`, `5m`, `2h`).
+    #[arg(long, env = "CANOPY_RETRY_SCHEDULE", default_value = DEFAULT_SCHEDULE)]
+    pub retry_schedule: String,
+
+    /// Each retry delay varies by up to this fraction, either way.
+    #[arg(long, env = "CANOPY_RETRY_JITTER", default_value_t = DEFAULT_JITTER)]
+    pub retry_jitter: f64,
+
+    /// Consecutive failed deliveries after which an integration is disabled (0: never).
+    #[arg(long, env = "CANOPY_AUTO_DISABLE_AFTER", default_value_t = 5)]
+    pub auto_disable_after: u32,
+
+    /// Finished deliveries and their events are purged after this long.
+    #[arg(long, env = "CANOPY_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How often the purge runs.
+    #[arg(long, env = "CANOPY_PURGE_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub purge_interval: Duration,
+
+    /// Time limit of one outgoing request, response included.
+    #[arg(long, env = "CANOPY_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Allow requests to private, loopback and link-local addresses (local development and
+    /// tests only).
+    #[arg(long, env = "CANOPY_ALLOW_PRIVATE_NETWORKS")]
+    pub allow_private_networks: bool,
+
+    /// Route a platform host to another base URL, `host=base-url` (tests and staging; off by
+    /// default). `*.myshopify.com=…` covers every shop. Repeat or separate with commas.
+    #[arg(long, env = "CANOPY_EGRESS_OVERRIDE", value_delimiter = ',')]
+    pub egress_override: Vec<EgressOverride>,
+
+    /// Delivery attempts in flight at once.
+    #[arg(long, env = "CANOPY_WORKERS", default_value_t = 32)]
+    pub workers: usize,
+
+    /// Largest `POST /v1/events` body, in KiB (a batch of 1,000 events fits in the default).
+    #[arg(long, env = "CANOPY_MAX_INGEST_BODY_KIB", default_value_t = 4096)]
+    pub max_ingest_body_kib: usize,
+
+    /// How long shutdown waits for attempts in flight before queueing them again.
+    #[arg(long, env = "CANOPY_SHUTDOWN_GRACE", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+fn secret(text: &str) -> Result<SecretValue, Infallible> {
+    Ok(SecretValue::new(text))
+}
+
+impl DeliverySettings {
+    pub fn schedule(&self) -> Result<RetrySchedule, String> {
+        RetrySchedule::parse(&self.retry_schedule, self.retry_jitter).map_err(|e| e.to_string())
+    }
+}
+
+impl Default for DeliverySettings {
+    fn default() -> DeliverySettings {
+        DeliverySettings {
+            retry_schedule: DEFAULT_SCHEDULE.to_owned(),
+            retry_jitter: DEFAULT_JITTER,
+            auto_disable_after: 5,
+            retention: Duration::from_secs(30 * 86_400),
+            purge_interval: Duration::from_secs(3_600),
+            request_timeout: Duration::from_secs(10),
+            allow_private_networks: false,
+            egress_override: Vec::new(),
+            workers: 32,
+            max_ingest_body_kib: 4096,
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
 }
 
 /// The sandbox limits (see `runtime::limits` for why each default is what it is).
@@ -90,10 +198,22 @@ impl PluginLimits {
 }
 
 impl Config {
-    /// A configuration for tests and embedding: port 0 on loopback, default limits.
-    pub fn loopback() -> Config {
+    /// A configuration for tests and embedding: port 0 on loopback, data in `data_dir`, the
+    /// given tokens and master key, default delivery settings and limits.
+    pub fn loopback(
+        data_dir: &Path,
+        admin_token: &str,
+        ingest_token: &str,
+        master_key: &str,
+    ) -> Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.to_owned(),
+            admin_token: Some(SecretValue::new(admin_token)),
+            ingest_token: Some(SecretValue::new(ingest_token)),
+            master_key: Some(SecretValue::new(master_key)),
+            master_key_file: None,
+            delivery: DeliverySettings::default(),
             plugin_limits: PluginLimits::default(),
         }
     }

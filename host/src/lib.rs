@@ -16,12 +16,15 @@
 //! Data flows one way (SPEC.md): ingest → store → scheduler → worker (plugin transform →
 //! secrets & signing → send) → outcome (plugin verdict → record → reschedule or finish).
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
+pub mod store;
 
 pub use config::Config;
 pub use server::run;

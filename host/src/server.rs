@@ -1,17 +1,52 @@
-//! The HTTP server: [`run`] serves the API on a listener until `shutdown` resolves, and
-//! [`app`] builds the router so tests can call it without a socket.
+//! The server: [`AppState::open`] sets everything up (plugin runtime and bundled plugins, the
+//! store in the data directory, the master key check, tokens, the delivery worker); [`run`]
+//! serves the API on a listener and runs the scheduler and the purge until `shutdown`
+//! resolves; [`app`] builds the router so tests can call it without a socket.
+//!
+//! Shutdown order: stop taking requests (in-flight ones finish), then stop claiming
+//! deliveries and let attempts in flight finish within the grace period (the rest are queued
+//! again), then flush the store.
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::header;
+use axum::middleware::from_fn_with_state;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 
+use crate::api::{self, Role};
 use crate::config::Config;
+use crate::crypto::seal::{MasterKey, random_bytes};
+use crate::crypto::secret::SecretValue;
+use crate::delivery::rate::RateLimits;
+use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
+use crate::delivery::sender::Sender;
+use crate::delivery::worker::{Policy, Worker};
+use crate::metrics::{self, Metrics};
 use crate::runtime::{PluginRegistry, Runtime};
+use crate::store::{SledStore, Store, Timestamp};
+
+/// The store's subdirectory of the data directory.
+const STORE_DIR: &str = "store";
+/// Metadata name of the master key's fingerprint.
+const KEY_FINGERPRINT: &str = "master-key-fingerprint";
+/// A claim holds a delivery for this long: far longer than an attempt can take (plugin
+/// calls of at most a few seconds, and up to 16 requests of at most the request timeout).
+const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The API tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    pub admin: SecretValue,
+    pub ingest: SecretValue,
+}
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -19,6 +54,13 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub runtime: Runtime,
     pub plugins: Arc<PluginRegistry>,
+    pub store: Arc<dyn Store>,
+    pub key: MasterKey,
+    pub tokens: Tokens,
+    pub metrics: Arc<Metrics>,
+    /// Tells the scheduler new work is queued.
+    pub wake: Arc<Notify>,
+    pub worker: Arc<Worker>,
 }
 
 /// Why the server could not start or stopped abnormally.
@@ -30,30 +72,167 @@ pub enum ServeError {
     Runtime(#[from] crate::runtime::RuntimeError),
     #[error("a bundled plugin does not load: {0}")]
     Bundled(#[from] crate::runtime::LoadError),
+    #[error("the data directory {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("the store cannot be used: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error(
+        "the master key does not match the one this data directory was written with \
+         (its secrets cannot be opened); start with the original key, or re-encrypt with `canopy rotate-key`"
+    )]
+    WrongMasterKey,
+    #[error(transparent)]
+    Client(#[from] crate::delivery::sender::ClientError),
     #[error("serving HTTP failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>) -> Result<AppState, ServeError> {
+    /// Opens everything the server needs; see the module docs.
+    pub async fn open(config: Arc<Config>) -> Result<AppState, ServeError> {
         let limits = config.plugin_limits.limits().map_err(ServeError::Config)?;
+        let schedule = config.delivery.schedule().map_err(ServeError::Config)?;
+        let key = master_key(&config)?;
+
         let runtime = Runtime::new(limits)?;
         let plugins = Arc::new(PluginRegistry::new());
         for plugin in crate::runtime::bundled::install(&runtime, &plugins)? {
             tracing::info!(plugin = plugin.id(), version = %plugin.info().version, "plugin active");
         }
+
+        let data = &config.data_dir;
+        create_private_dir(data).map_err(|e| ServeError::DataDir(data.clone(), e))?;
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.join(STORE_DIR))?);
+        match store.meta(KEY_FINGERPRINT).await? {
+            Some(stored) if stored != key.fingerprint() => return Err(ServeError::WrongMasterKey),
+            Some(_) => {}
+            None => store.set_meta(KEY_FINGERPRINT, &key.fingerprint()).await?,
+        }
+        let tokens = Tokens {
+            admin: token(&config.admin_token, data, "admin")?,
+            ingest: token(&config.ingest_token, data, "ingest")?,
+        };
+
+        let metrics = Arc::new(Metrics::new());
+        let sender = Sender::new(
+            config.delivery.request_timeout,
+            config.delivery.allow_private_networks,
+            config.delivery.egress_override.clone(),
+        )?;
+        let worker = Arc::new(Worker {
+            store: store.clone(),
+            plugins: plugins.clone(),
+            sender,
+            key: key.clone(),
+            policy: Policy {
+                schedule,
+                auto_disable_after: config.delivery.auto_disable_after,
+            },
+            rates: RateLimits::default(),
+            metrics: metrics.clone(),
+        });
         Ok(AppState {
+            config,
             runtime,
             plugins,
-            config,
+            store,
+            key,
+            tokens,
+            metrics,
+            wake: Arc::new(Notify::new()),
+            worker,
         })
     }
 }
 
+fn master_key(config: &Config) -> Result<MasterKey, ServeError> {
+    let text = match (&config.master_key, &config.master_key_file) {
+        (Some(key), _) => key.expose().to_owned(),
+        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+            ServeError::Config(format!(
+                "cannot read the master key file {}: {e}",
+                file.display()
+            ))
+        })?,
+        (None, None) => {
+            return Err(ServeError::Config(
+                "no master key: set CANOPY_MASTER_KEY or --master-key-file \
+                 (`canopy keygen` prints a new key; keep it outside the data directory)"
+                    .into(),
+            ));
+        }
+    };
+    MasterKey::from_base64(&text).map_err(|e| ServeError::Config(e.to_string()))
+}
+
+/// The configured token, else the one kept in `<data>/<role>.token`, else a new one written
+/// there (owner-only) and printed once.
+fn token(
+    configured: &Option<SecretValue>,
+    data: &Path,
+    role: &str,
+) -> Result<SecretValue, ServeError> {
+    if let Some(token) = configured {
+        if token.expose().trim().is_empty() {
+            return Err(ServeError::Config(format!("the {role} token is empty")));
+        }
+        return Ok(token.clone());
+    }
+    let path = data.join(format!("{role}.token"));
+    let io = |e| ServeError::DataDir(path.clone(), e);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(SecretValue::new(text.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let token = hex(&random_bytes::<24>());
+    write_private(&path, &token).map_err(io)?;
+    // Printed once, on purpose: it is how the operator learns it.
+    eprintln!(
+        "canopy: generated the {role} token (kept in {}): {token}",
+        path.display()
+    );
+    Ok(SecretValue::new(token))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
 /// The API router.
 pub fn app(state: AppState) -> Router {
+    let ingest = api::ingest::router().route_layer(from_fn_with_state(state.clone(), |s, r, n| {
+        api::require(Role::Ingest, s, r, n)
+    }));
+    let admin = api::integrations::router()
+        .merge(api::deliveries::router())
+        .route_layer(from_fn_with_state(state.clone(), |s, r, n| {
+            api::require(Role::Admin, s, r, n)
+        }));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(ingest)
+        .merge(admin)
+        .fallback(|| async { api::ApiError::not_found("route") })
         .with_state(state)
 }
 
@@ -72,17 +251,73 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, api::ApiError> {
+    let depth = state.store.queue_depth(Timestamp::now()).await?;
+    Ok((
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        state.metrics.render(depth),
+    ))
+}
+
+/// Serves until `shutdown` resolves; see the module docs for the order of shutdown.
 pub async fn run(
     config: Arc<Config>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let state = AppState::new(config)?;
-    tracing::info!(addr = %listener.local_addr()?, "canopy listening");
-    axum::serve(listener, app(state))
+    let state = AppState::open(config.clone()).await?;
+    let (stop, stopped) = watch::channel(false);
+
+    let lease = config.delivery.request_timeout * crate::runtime::DEFAULT_REQUESTS_PER_EVENT as u32
+        + LEASE_MARGIN;
+    let scheduler = Scheduler::new(
+        state.worker.clone(),
+        state.wake.clone(),
+        SchedulerSettings {
+            workers: config.delivery.workers,
+            lease,
+            grace: config.delivery.shutdown_grace,
+        },
+    );
+    let scheduling = tokio::spawn(scheduler.run(stopped.clone()));
+    let purging = tokio::spawn(purge_periodically(
+        state.store.clone(),
+        config.clone(),
+        stopped,
+    ));
+
+    tracing::info!(addr = %listener.local_addr()?, data = %config.data_dir.display(), "canopy listening");
+    let served = axum::serve(listener, app(state.clone()))
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    let _ = stop.send(true);
+    let _ = scheduling.await;
+    let _ = purging.await;
+    state.store.flush().await?;
     tracing::info!("canopy stopped");
-    Ok(())
+    served.map_err(ServeError::from)
+}
+
+/// Purges finished work older than the retention, at start and then every interval.
+async fn purge_periodically(
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let cutoff = Timestamp::now().saturating_sub(config.delivery.retention);
+        match store.purge(cutoff).await {
+            Ok(purged) if purged.deliveries + purged.events > 0 => tracing::info!(
+                deliveries = purged.deliveries,
+                events = purged.events,
+                "purged finished work older than the retention"
+            ),
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "purge failed; it runs again next interval"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.delivery.purge_interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }

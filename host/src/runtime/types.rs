@@ -55,7 +55,7 @@ pub enum SettingKind {
     TemplateMap,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RateLimit {
     pub requests: u32,
     pub per_seconds: u32,

@@ -3,7 +3,10 @@
 //! `canopy` binary; the server runs on a loopback port.
 
 mod cli;
+mod crash;
 mod destinations;
+mod harness;
+mod pipeline;
 mod runtime;
 mod server;
 mod swap;

@@ -1,18 +1,22 @@
-//! The HTTP server: the router answers without a socket, and `run` serves on a loopback port
-//! until its shutdown future resolves.
+//! The HTTP server: the router answers without a socket, `run` serves on a loopback port
+//! until its shutdown future resolves, and start-up refuses what cannot work.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use canopy::Config;
 use canopy::server::{AppState, app};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
+use crate::harness::{Canopy, MASTER_KEY, test_config};
+
 #[tokio::test]
 async fn healthz_answers_ok() {
-    let state = AppState::new(Arc::new(Config::loopback())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::open(Arc::new(test_config(dir.path())))
+        .await
+        .unwrap();
     let response = app(state)
         .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
         .await
@@ -28,14 +32,8 @@ async fn healthz_answers_ok() {
 
 #[tokio::test]
 async fn run_serves_until_shutdown() {
-    let config = Arc::new(Config::loopback());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(canopy::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-
+    let canopy = Canopy::start(|_| {}).await;
+    let addr = canopy.url.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: canopy\r\nConnection: close\r\n\r\n")
@@ -45,18 +43,83 @@ async fn run_serves_until_shutdown() {
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.contains(r#""status":"ok""#), "{response}");
-
-    stop.send(()).unwrap();
-    server.await.unwrap().expect("clean shutdown");
+    canopy.stop().await;
 }
 
 #[tokio::test]
-async fn invalid_limits_are_a_startup_error() {
-    let mut config = Config::loopback();
-    config.plugin_limits.plugin_memory_mib = 0;
-    let error = AppState::new(Arc::new(config)).err().expect("refused");
+async fn invalid_settings_are_startup_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |tweak: fn(&mut canopy::Config)| {
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        async move {
+            AppState::open(Arc::new(config))
+                .await
+                .err()
+                .expect("refused")
+                .to_string()
+        }
+    };
+    let error = refused(|c| c.plugin_limits.plugin_memory_mib = 0).await;
+    assert!(error.contains("plugin memory must be between"), "{error}");
+    let error = refused(|c| c.delivery.retry_schedule = "1m,soon".into()).await;
+    assert!(error.contains("`soon`"), "{error}");
+    let error = refused(|c| c.master_key = None).await;
+    assert!(error.contains("no master key"), "{error}");
+    let error =
+        refused(|c| c.master_key = Some(canopy::crypto::secret::SecretValue::new("c2hvcnQ=")))
+            .await;
+    assert!(error.contains("32 bytes"), "{error}");
+}
+
+#[tokio::test]
+async fn a_different_master_key_for_existing_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = AppState::open(Arc::new(test_config(dir.path())))
+        .await
+        .unwrap();
+    drop(first);
+    let mut config = test_config(dir.path());
+    let (_, other) = canopy::crypto::seal::MasterKey::generate();
+    assert_ne!(other, MASTER_KEY);
+    config.master_key = Some(canopy::crypto::secret::SecretValue::new(other));
+    let error = AppState::open(Arc::new(config))
+        .await
+        .err()
+        .expect("refused");
     assert!(
-        error.to_string().contains("plugin memory must be between"),
+        error.to_string().contains("master key does not match"),
         "{error}"
     );
+    // The original key still opens it.
+    AppState::open(Arc::new(test_config(dir.path())))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unset_tokens_are_generated_once_and_kept_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.admin_token = None;
+    config.ingest_token = None;
+    let config = Arc::new(config);
+    let first = AppState::open(config.clone()).await.unwrap();
+    let admin = first.tokens.admin.expose().to_owned();
+    let ingest = first.tokens.ingest.expose().to_owned();
+    assert_ne!(admin, ingest);
+    assert!(admin.len() >= 32);
+    drop(first);
+    let again = AppState::open(config).await.unwrap();
+    assert_eq!(again.tokens.admin.expose(), admin, "kept across restarts");
+    assert_eq!(again.tokens.ingest.expose(), ingest);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 }

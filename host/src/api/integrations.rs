@@ -1,0 +1,419 @@
+//! Integrations (SPEC.md §7): `POST /v1/integrations`, `GET /v1/integrations`,
+//! `GET|PATCH|DELETE /v1/integrations/{id}`.
+//!
+//! Checks before anything is stored: the plugin is installed; events are canonical keys the
+//! plugin takes (or `["*"]`); secrets are ones the plugin declares, and secrets are not passed
+//! as settings; the plugin's own `validate-config` accepts the settings (its messages go back
+//! to the admin, 422). Secrets are sealed (`crypto::seal`) before they reach the store and are
+//! never returned: only a hint. Enabling an integration sends its paused deliveries.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use canopy_events::EventKind;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+use super::{ApiError, ApiJson};
+use crate::crypto::secret::SecretValue;
+use crate::runtime::{Plugin, PluginConfig, RateLimit, Scope};
+use crate::server::AppState;
+use crate::store::{Integration, StoredSecret, Timestamp, new_id};
+
+/// Longest integration name.
+const MAX_NAME_CHARS: usize = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/integrations", get(list).post(create))
+        .route(
+            "/v1/integrations/{id}",
+            get(show).patch(update).delete(remove),
+        )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationIn {
+    pub name: String,
+    pub plugin: String,
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub settings: Map<String, Value>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// A partial change: absent fields stay as they are. `settings` replaces the settings
+/// whole; in `secrets` a value sets a secret and `null` removes it; `rate_limit: null`
+/// returns to the plugin's limit.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationPatch {
+    pub name: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub settings: Option<Map<String, Value>>,
+    pub secrets: Option<BTreeMap<String, Option<String>>>,
+    pub enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub rate_limit: Option<Option<RateLimit>>,
+}
+
+/// Tells `"rate_limit": null` (present, cleared) from an absent field.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<RateLimit>>, D::Error> {
+    Option::<RateLimit>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Serialize)]
+pub struct IntegrationOut {
+    pub id: Uuid,
+    pub name: String,
+    pub plugin: String,
+    pub events: Vec<String>,
+    pub settings: Value,
+    /// Hints only (`••••a1b2`), by name.
+    pub secrets: BTreeMap<String, String>,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl From<Integration> for IntegrationOut {
+    fn from(i: Integration) -> IntegrationOut {
+        IntegrationOut {
+            id: i.id,
+            name: i.name,
+            plugin: i.plugin,
+            events: i.events,
+            settings: i.settings,
+            secrets: i.secrets.into_iter().map(|(n, s)| (n, s.hint)).collect(),
+            enabled: i.enabled,
+            disabled_reason: i.disabled_reason,
+            consecutive_failures: i.consecutive_failures,
+            rate_limit: i.rate_limit,
+            created_at: i.created_at,
+            updated_at: i.updated_at,
+        }
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<IntegrationIn>,
+) -> Result<impl IntoResponse, ApiError> {
+    let now = Timestamp::now();
+    let mut integration = Integration {
+        id: new_id(),
+        name: input.name,
+        plugin: input.plugin,
+        events: input.events,
+        settings: Value::Object(input.settings),
+        secrets: BTreeMap::new(),
+        enabled: input.enabled,
+        disabled_reason: None,
+        consecutive_failures: 0,
+        rate_limit: input.rate_limit,
+        created_at: now,
+        updated_at: now,
+    };
+    let secrets = input
+        .secrets
+        .into_iter()
+        .map(|(n, v)| (n, Some(v)))
+        .collect();
+    seal_secrets(&state, &mut integration, secrets);
+    check(&state, &integration).await?;
+    state.store.create_integration(&integration).await?;
+    tracing::info!(integration = %integration.id, plugin = %integration.plugin, "integration created");
+    Ok((StatusCode::CREATED, Json(IntegrationOut::from(integration))))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let integrations: Vec<IntegrationOut> = state
+        .store
+        .integrations()
+        .await?
+        .into_iter()
+        .map(IntegrationOut::from)
+        .collect();
+    Ok(Json(json!({ "integrations": integrations })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<IntegrationOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let integration = state
+        .store
+        .integration(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    Ok(Json(integration.into()))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<IntegrationPatch>,
+) -> Result<Json<IntegrationOut>, ApiError> {
+    let id = parse_id(&id)?;
+    let current = state
+        .store
+        .integration(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    // The patch is checked on a copy, then the fields it names are written under the
+    // store's lock (so a concurrent auto-disable of an untouched `enabled` is kept).
+    let mut candidate = current.clone();
+    if let Some(secrets) = patch.secrets.clone() {
+        seal_secrets(&state, &mut candidate, secrets);
+    }
+    if let Some(name) = &patch.name {
+        candidate.name = name.clone();
+    }
+    if let Some(events) = &patch.events {
+        candidate.events = events.clone();
+    }
+    if let Some(settings) = &patch.settings {
+        candidate.settings = Value::Object(settings.clone());
+    }
+    if let Some(enabled) = patch.enabled {
+        candidate.enabled = enabled;
+    }
+    if let Some(rate_limit) = patch.rate_limit {
+        candidate.rate_limit = rate_limit;
+    }
+    check(&state, &candidate).await?;
+    let wanted = candidate;
+    let updated = state
+        .store
+        .update_integration(
+            id,
+            Timestamp::now(),
+            Box::new(move |i: &mut Integration| {
+                if patch.name.is_some() {
+                    i.name = wanted.name;
+                }
+                if patch.events.is_some() {
+                    i.events = wanted.events;
+                }
+                if patch.settings.is_some() {
+                    i.settings = wanted.settings;
+                }
+                if patch.secrets.is_some() {
+                    i.secrets = wanted.secrets;
+                }
+                if patch.enabled.is_some() {
+                    i.enabled = wanted.enabled;
+                }
+                if patch.rate_limit.is_some() {
+                    i.rate_limit = wanted.rate_limit;
+                }
+                Ok(())
+            }),
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    if !current.enabled && updated.enabled {
+        state.wake.notify_one();
+    }
+    state.worker.rates.forget(id);
+    tracing::info!(integration = %id, enabled = updated.enabled, "integration updated");
+    Ok(Json(updated.into()))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    if !state.store.delete_integration(id).await? {
+        return Err(ApiError::not_found("integration"));
+    }
+    state.worker.rates.forget(id);
+    tracing::info!(integration = %id, "integration deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn parse_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::bad_request("invalid_id", format!("`{text}` is not a valid id")))
+}
+
+/// Seals new secret values into `integration` (a `None` or empty value removes the secret).
+fn seal_secrets(
+    state: &AppState,
+    integration: &mut Integration,
+    secrets: BTreeMap<String, Option<String>>,
+) {
+    for (name, value) in secrets {
+        match value.filter(|v| !v.is_empty()) {
+            Some(value) => {
+                let hint = SecretValue::new(value.as_str()).hint();
+                let sealed = state.key.seal(value.as_bytes());
+                integration
+                    .secrets
+                    .insert(name, StoredSecret { sealed, hint });
+            }
+            None => {
+                integration.secrets.remove(&name);
+            }
+        }
+    }
+}
+
+/// Everything an integration must satisfy before it is stored.
+async fn check(state: &AppState, integration: &Integration) -> Result<(), ApiError> {
+    let name = integration.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::unprocessable(
+            "invalid_name",
+            format!("`name` must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    let Some(plugin) = state.plugins.get(&integration.plugin) else {
+        let installed: Vec<String> = state
+            .plugins
+            .list()
+            .iter()
+            .map(|p| p.id().to_owned())
+            .collect();
+        return Err(ApiError::unprocessable(
+            "unknown_plugin",
+            format!(
+                "no plugin `{}` is installed; installed plugins: {}",
+                integration.plugin,
+                installed.join(", ")
+            ),
+        ));
+    };
+    check_events(&plugin, &integration.events)?;
+    if let Some(limit) = integration.rate_limit
+        && (limit.requests == 0 || limit.per_seconds == 0)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_rate_limit",
+            "`rate_limit` needs positive `requests` and `per_seconds`",
+        ));
+    }
+
+    let declared_secrets: Vec<&str> = plugin
+        .info()
+        .settings
+        .iter()
+        .filter(|s| s.secret)
+        .map(|s| s.name.as_str())
+        .collect();
+    for name in integration.secrets.keys() {
+        if !declared_secrets.contains(&name.as_str()) {
+            return Err(ApiError::unprocessable(
+                "unknown_secret",
+                format!(
+                    "the plugin `{}` has no secret `{name}`; its secrets are: {}",
+                    plugin.id(),
+                    declared_secrets.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(settings) = integration.settings.as_object() {
+        for name in settings.keys() {
+            if declared_secrets.contains(&name.as_str()) {
+                return Err(ApiError::unprocessable(
+                    "secret_in_settings",
+                    format!("`{name}` is a secret: pass it in `secrets`, not `settings`"),
+                ));
+            }
+        }
+    }
+
+    let config = PluginConfig {
+        settings: integration.settings.clone(),
+        secrets_present: integration.secrets.keys().cloned().collect(),
+    };
+    let validating = plugin.clone();
+    let problems =
+        tokio::task::spawn_blocking(move || validating.validate_config(Scope::Fresh, &config))
+            .await
+            .map_err(|e| {
+                ApiError::unprocessable("plugin_error", format!("the plugin's check was lost: {e}"))
+            })?
+            .map_err(|e| {
+                ApiError::unprocessable(
+                    "plugin_error",
+                    format!("the plugin could not check the settings: {e}"),
+                )
+            })?
+            .value;
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(|p| {
+                if p.field.is_empty() {
+                    p.message.clone()
+                } else {
+                    format!("{}: {}", p.field, p.message)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(ApiError::unprocessable("invalid_settings", message)
+            .with_details(json!({ "problems": problems })));
+    }
+    Ok(())
+}
+
+fn check_events(plugin: &Plugin, events: &[String]) -> Result<(), ApiError> {
+    if events.is_empty() {
+        return Err(ApiError::unprocessable(
+            "invalid_events",
+            "`events` needs at least one event type, or [\"*\"] for all",
+        ));
+    }
+    if events.iter().any(|e| e == "*") {
+        return if events.len() == 1 {
+            Ok(())
+        } else {
+            Err(ApiError::unprocessable(
+                "invalid_events",
+                "`*` stands for every event type; list it alone",
+            ))
+        };
+    }
+    for event in events {
+        if let Err(unknown) = event.parse::<EventKind>() {
+            return Err(ApiError::unprocessable(
+                "unknown_event",
+                unknown.to_string(),
+            ));
+        }
+        if !plugin.info().supports(event) {
+            return Err(ApiError::unprocessable(
+                "unsupported_event",
+                format!(
+                    "the plugin `{}` does not take `{event}` events",
+                    plugin.id()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

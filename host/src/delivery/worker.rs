@@ -1,0 +1,426 @@
+//! One attempt at one delivery, the stages in order: integration and plugin looked up →
+//! paused if the integration is disabled → paced by its rate limit → plugin `transform` →
+//! secrets opened and filled in, requests signed ([`prepare`]) → sent ([`Sender`]) → plugin
+//! `interpret` → [`decide`] → the attempt recorded with the request as sent (secrets
+//! redacted) and a bounded response excerpt.
+//!
+//! Plugin calls are synchronous wasm; they run on tokio's blocking pool so a slow plugin
+//! (bounded by its time limit) never stalls the network tasks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::outcome::{AttemptResult, decide, default_verdict};
+use super::rate::{RateLimits, effective};
+use super::request::{self, prepare};
+use super::retry::RetrySchedule;
+use super::sender::{Response, Sender};
+use crate::crypto::seal::{MasterKey, random_bytes};
+use crate::crypto::secret::SecretValue;
+use crate::metrics::Metrics;
+use crate::runtime::{
+    Plugin, PluginConfig, PluginError, PluginRegistry, PluginRequest, PluginResponse, Refusal,
+    Scope, Verdict,
+};
+use crate::store::{
+    Attempt, Delivery, DeliveryStatus, Exchange, Integration, ReceivedResponse, SentRequest, Store,
+    StoreError, Timestamp,
+};
+
+/// How much of a request body the delivery log keeps.
+pub const REQUEST_EXCERPT_BYTES: usize = 16 << 10;
+/// How much of a response body the delivery log keeps.
+pub const RESPONSE_EXCERPT_BYTES: usize = 4 << 10;
+
+/// Delivery policy from configuration.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub schedule: RetrySchedule,
+    /// Consecutive failed deliveries that disable an integration (0: never).
+    pub auto_disable_after: u32,
+}
+
+/// Everything an attempt needs. Shared by all worker tasks.
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub plugins: Arc<PluginRegistry>,
+    pub sender: Sender,
+    pub key: MasterKey,
+    pub policy: Policy,
+    pub rates: RateLimits,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one attempt produced, before the schedule is applied.
+struct Tried {
+    result: AttemptResult,
+    exchanges: Vec<Exchange>,
+    plugin_version: String,
+}
+
+impl Tried {
+    fn without_request(result: AttemptResult, plugin_version: &str) -> Tried {
+        Tried {
+            result,
+            exchanges: Vec::new(),
+            plugin_version: plugin_version.to_owned(),
+        }
+    }
+}
+
+impl Worker {
+    /// Runs one attempt of a leased delivery. A storage failure leaves the lease to expire,
+    /// so the delivery is tried again.
+    pub async fn deliver(&self, delivery: Delivery) {
+        let (id, integration) = (delivery.id, delivery.integration_id);
+        if let Err(error) = self.try_deliver(delivery).await {
+            tracing::error!(
+                delivery = %id, integration = %integration, %error,
+                "delivery not processed; it will be tried again when its lease ends"
+            );
+        }
+    }
+
+    async fn try_deliver(&self, delivery: Delivery) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let Some(integration) = self.store.integration(delivery.integration_id).await? else {
+            let failed = AttemptResult::Failed {
+                reason: "the integration was deleted".into(),
+            };
+            let tried = Tried::without_request(failed, "");
+            return self.finish(&delivery, tried, now, Instant::now()).await;
+        };
+        if !integration.enabled {
+            let reason = integration
+                .disabled_reason
+                .as_deref()
+                .unwrap_or("the integration is disabled");
+            self.store.pause(delivery.id, now, reason).await?;
+            self.metrics.delivery(DeliveryStatus::Paused);
+            tracing::info!(delivery = %delivery.id, integration = %integration.id, "delivery paused");
+            return Ok(());
+        }
+        let Some(plugin) = self.plugins.get(&integration.plugin) else {
+            let retry = AttemptResult::Retry {
+                after: None,
+                reason: format!("the plugin `{}` is not installed", integration.plugin),
+            };
+            let tried = Tried::without_request(retry, "");
+            return self.finish(&delivery, tried, now, Instant::now()).await;
+        };
+        let limit = effective(plugin.info().rate_limit, integration.rate_limit);
+        if let Err(wait) = self.rates.acquire(integration.id, limit) {
+            self.store
+                .release(delivery.id, now.saturating_add(wait))
+                .await?;
+            tracing::debug!(delivery = %delivery.id, integration = %integration.id, ?wait, "rate limited");
+            return Ok(());
+        }
+        let Some(event_json) = self.store.event_json(delivery.event_id).await? else {
+            let failed = AttemptResult::Failed {
+                reason: "the event is no longer stored".into(),
+            };
+            let tried = Tried::without_request(failed, &plugin.info().version);
+            return self.finish(&delivery, tried, now, Instant::now()).await;
+        };
+        let started = Instant::now();
+        let tried = self
+            .attempt(&delivery, &integration, plugin, event_json, now)
+            .await;
+        self.finish(&delivery, tried, now, started).await
+    }
+
+    async fn attempt(
+        &self,
+        delivery: &Delivery,
+        integration: &Integration,
+        plugin: Arc<Plugin>,
+        event_json: String,
+        now: Timestamp,
+    ) -> Tried {
+        let version = plugin.info().version.clone();
+        let fail = |reason: String, exchanges| Tried {
+            result: AttemptResult::Failed { reason },
+            exchanges,
+            plugin_version: version.clone(),
+        };
+        let requests = match self.transform(&plugin, integration, event_json).await {
+            Ok(Ok(requests)) if requests.is_empty() => {
+                let skipped = AttemptResult::Skipped {
+                    reason: "the plugin produced no request for this event".into(),
+                };
+                return Tried::without_request(skipped, &version);
+            }
+            Ok(Ok(requests)) => requests,
+            Ok(Err(Refusal::Skip(reason))) => {
+                return Tried::without_request(AttemptResult::Skipped { reason }, &version);
+            }
+            Ok(Err(Refusal::InvalidConfig(reason))) => {
+                return fail(format!("invalid integration settings: {reason}"), vec![]);
+            }
+            Ok(Err(Refusal::InvalidEvent(reason))) => {
+                return fail(
+                    format!("the plugin cannot take this event: {reason}"),
+                    vec![],
+                );
+            }
+            Err(error) => return fail(format!("plugin error: {error}"), vec![]),
+        };
+        let secrets = match open_secrets(&self.key, integration) {
+            Ok(secrets) => secrets,
+            Err(error) => return fail(error, vec![]),
+        };
+
+        let delivery_id = delivery.id.to_string();
+        let mut exchanges = Vec::with_capacity(requests.len());
+        for request in &requests {
+            let attempt = request::Attempt {
+                delivery_id: &delivery_id,
+                timestamp: now.unix_seconds(),
+            };
+            let allowed = &plugin.info().allowed_hosts;
+            let prepared = match prepare(request, &secrets, allowed, &integration.settings, attempt)
+            {
+                Ok(prepared) => prepared,
+                Err(error) => return fail(error.to_string(), exchanges),
+            };
+            let sent = SentRequest {
+                method: prepared.method.as_str().to_owned(),
+                url: prepared.url.to_string(),
+                headers: prepared.redacted_headers.clone(),
+                body: excerpt(&prepared.body, REQUEST_EXCERPT_BYTES),
+                body_bytes: prepared.body.len(),
+            };
+            let sending = Instant::now();
+            let response = match self.sender.send(&prepared).await {
+                Ok(response) => response,
+                Err(error) => {
+                    exchanges.push(Exchange {
+                        request: sent,
+                        response: None,
+                        duration_ms: sending.elapsed().as_millis() as u64,
+                        error: Some(error.to_string()),
+                    });
+                    let result = if error.is_retryable() {
+                        AttemptResult::Retry {
+                            after: None,
+                            reason: error.to_string(),
+                        }
+                    } else {
+                        AttemptResult::Failed {
+                            reason: error.to_string(),
+                        }
+                    };
+                    return Tried {
+                        result,
+                        exchanges,
+                        plugin_version: version,
+                    };
+                }
+            };
+            self.metrics.attempt(plugin.id(), response.duration);
+            let (verdict, note) = self.interpret(&plugin, integration.id, &response).await;
+            exchanges.push(Exchange {
+                request: sent,
+                response: Some(ReceivedResponse {
+                    status: response.status,
+                    body: excerpt(&response.body, RESPONSE_EXCERPT_BYTES),
+                    body_bytes: response.body_bytes,
+                }),
+                duration_ms: response.duration.as_millis() as u64,
+                error: note,
+            });
+            if verdict != Verdict::Delivered {
+                return Tried {
+                    result: verdict.into(),
+                    exchanges,
+                    plugin_version: version,
+                };
+            }
+        }
+        Tried {
+            result: AttemptResult::Delivered,
+            exchanges,
+            plugin_version: version,
+        }
+    }
+
+    async fn transform(
+        &self,
+        plugin: &Arc<Plugin>,
+        integration: &Integration,
+        event_json: String,
+    ) -> Result<Result<Vec<PluginRequest>, Refusal>, PluginError> {
+        let config = plugin_config(integration);
+        let scope = integration.id.to_string();
+        let call_plugin = plugin.clone();
+        let call = tokio::task::spawn_blocking(move || {
+            call_plugin.transform(Scope::Integration(&scope), &event_json, &config)
+        })
+        .await
+        .map_err(|e| PluginError::Instantiate(format!("the plugin call was lost: {e}")))??;
+        self.metrics
+            .plugin_call(plugin.id(), "transform", call.usage.duration);
+        Ok(call.value)
+    }
+
+    /// The plugin's verdict on a response; if `interpret` itself fails, the host's own reading
+    /// of the status, with the plugin's error as a note.
+    async fn interpret(
+        &self,
+        plugin: &Arc<Plugin>,
+        integration: Uuid,
+        response: &Response,
+    ) -> (Verdict, Option<String>) {
+        let plugin_response = PluginResponse {
+            status: response.status,
+            headers: response.headers.clone(),
+            body: response.body.clone(),
+        };
+        let scope = integration.to_string();
+        let call_plugin = plugin.clone();
+        let call = tokio::task::spawn_blocking(move || {
+            call_plugin.interpret(Scope::Integration(&scope), &plugin_response)
+        })
+        .await;
+        match call {
+            Ok(Ok(call)) => {
+                self.metrics
+                    .plugin_call(plugin.id(), "interpret", call.usage.duration);
+                (call.value, None)
+            }
+            Ok(Err(error)) => (
+                default_verdict(response.status, &response.headers),
+                Some(format!(
+                    "plugin error in interpret (status read by the host): {error}"
+                )),
+            ),
+            Err(error) => (
+                default_verdict(response.status, &response.headers),
+                Some(format!("the interpret call was lost: {error}")),
+            ),
+        }
+    }
+
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        tried: Tried,
+        now: Timestamp,
+        started: Instant,
+    ) -> Result<(), StoreError> {
+        let number = delivery.attempts + 1;
+        let outcome = decide(
+            &tried.result,
+            number,
+            &self.policy.schedule,
+            Timestamp::now(),
+            jitter_unit(),
+        );
+        let attempt = Attempt {
+            number,
+            started_at: now,
+            duration_ms: started.elapsed().as_millis() as u64,
+            plugin_version: tried.plugin_version,
+            outcome: outcome.status,
+            error: outcome.error.clone(),
+            exchanges: tried.exchanges,
+        };
+        let status = outcome.status;
+        let error = outcome.error.clone();
+        let recorded = self
+            .store
+            .record_attempt(
+                delivery.id,
+                attempt,
+                outcome,
+                Timestamp::now(),
+                self.policy.auto_disable_after,
+            )
+            .await?;
+        self.metrics.delivery(status);
+        let (id, integration) = (delivery.id, delivery.integration_id);
+        match status {
+            DeliveryStatus::Succeeded | DeliveryStatus::Skipped => tracing::info!(
+                delivery = %id, %integration, attempt = number, status = %status,
+                reason = error.as_deref().unwrap_or(""), "delivery finished"
+            ),
+            _ => tracing::warn!(
+                delivery = %id, %integration, attempt = number, status = %status,
+                error = error.as_deref().unwrap_or(""), "delivery attempt failed"
+            ),
+        }
+        if recorded.integration_disabled {
+            tracing::warn!(
+                %integration,
+                "integration disabled after {} consecutive failed deliveries; new deliveries are paused until it is enabled again",
+                self.policy.auto_disable_after
+            );
+        }
+        Ok(())
+    }
+}
+
+/// An integration's configuration as its plugin sees it: settings and secret names only.
+pub fn plugin_config(integration: &Integration) -> PluginConfig {
+    PluginConfig {
+        settings: integration.settings.clone(),
+        secrets_present: integration.secrets.keys().cloned().collect(),
+    }
+}
+
+/// Opens an integration's sealed secrets. The error names the secret, never its value.
+pub fn open_secrets(
+    key: &MasterKey,
+    integration: &Integration,
+) -> Result<HashMap<String, SecretValue>, String> {
+    integration
+        .secrets
+        .iter()
+        .map(|(name, stored)| {
+            let bytes = key
+                .open(&stored.sealed)
+                .map_err(|e| format!("the secret `{name}` cannot be opened: {e}"))?;
+            let value = String::from_utf8(bytes)
+                .map_err(|_| format!("the secret `{name}` is not valid text"))?;
+            Ok((name.clone(), SecretValue::new(value)))
+        })
+        .collect()
+}
+
+/// The start of `bytes` as text, cut at a character boundary within `limit` bytes.
+pub fn excerpt(bytes: &[u8], limit: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(limit)]);
+    let mut text = text.into_owned();
+    if bytes.len() > limit {
+        // A cut multi-byte character shows as U+FFFD; drop it.
+        while text.ends_with('\u{FFFD}') {
+            text.pop();
+        }
+        text.push('…');
+    }
+    text
+}
+
+/// A uniform sample in [0, 1) for the retry jitter.
+fn jitter_unit() -> f64 {
+    (u64::from_le_bytes(random_bytes::<8>()) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpts_are_bounded_and_valid_text() {
+        assert_eq!(excerpt(b"short", 16), "short");
+        assert_eq!(excerpt(b"0123456789", 4), "0123…");
+        // "é" is two bytes; a cut through it is dropped, not shown broken.
+        assert_eq!(excerpt("aé".as_bytes(), 2), "a…");
+        let unit = jitter_unit();
+        assert!((0.0..1.0).contains(&unit));
+    }
+}

@@ -1,0 +1,126 @@
+//! `/metrics`: Prometheus counters, gauges and histograms of ingest, delivery and plugin
+//! calls, in the OpenMetrics text format (which Prometheus scrapes natively). One
+//! [`Metrics`] per server, passed to the stages that record into it; no global registry.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::store::{DeliveryStatus, QueueDepth};
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    events_ingested: Counter,
+    deliveries: Family<Labels, Counter>,
+    queue: Family<Labels, Gauge>,
+    attempt_seconds: Family<Labels, Histogram>,
+    plugin_call_seconds: Family<Labels, Histogram>,
+}
+
+/// What [`Metrics::render`] answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("canopy");
+        let events_ingested = Counter::default();
+        registry.register(
+            "events_ingested",
+            "Events accepted by POST /v1/events (duplicates not counted)",
+            events_ingested.clone(),
+        );
+        let deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery outcomes after each attempt, by status (succeeded, retrying, failed, exhausted, skipped, paused)",
+            deliveries.clone(),
+        );
+        let queue = Family::<Labels, Gauge>::default();
+        registry.register(
+            "queue_depth",
+            "Deliveries waiting: due now, scheduled for later, paused",
+            queue.clone(),
+        );
+        // HTTP exchanges: 1 ms to ~16 s.
+        let attempt_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+        });
+        registry.register(
+            "attempt_duration_seconds",
+            "Time from sending a request to reading its response, by plugin",
+            attempt_seconds.clone(),
+        );
+        // Plugin calls: 10 µs to ~0.6 s (the default time limit is 0.5 s).
+        let plugin_call_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_01, 3.0, 11))
+        });
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Time spent in plugin calls, by plugin and call (transform, interpret)",
+            plugin_call_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            events_ingested,
+            deliveries,
+            queue,
+            attempt_seconds,
+            plugin_call_seconds,
+        }
+    }
+
+    pub fn events_ingested(&self, count: u64) {
+        self.events_ingested.inc_by(count);
+    }
+
+    pub fn delivery(&self, status: DeliveryStatus) {
+        self.deliveries
+            .get_or_create(&vec![("status", status.as_str().to_owned())])
+            .inc();
+    }
+
+    pub fn attempt(&self, plugin: &str, duration: Duration) {
+        self.attempt_seconds
+            .get_or_create(&vec![("plugin", plugin.to_owned())])
+            .observe(duration.as_secs_f64());
+    }
+
+    pub fn plugin_call(&self, plugin: &str, call: &'static str, duration: Duration) {
+        self.plugin_call_seconds
+            .get_or_create(&vec![
+                ("plugin", plugin.to_owned()),
+                ("call", call.to_owned()),
+            ])
+            .observe(duration.as_secs_f64());
+    }
+
+    /// The text exposition, with the queue gauges set to `depth`.
+    pub fn render(&self, depth: QueueDepth) -> String {
+        for (state, value) in [
+            ("due", depth.due),
+            ("scheduled", depth.scheduled),
+            ("paused", depth.paused),
+        ] {
+            self.queue
+                .get_or_create(&vec![("state", state.to_owned())])
+                .set(value as i64);
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}

@@ -1,0 +1,702 @@
+//! The embedded store: one sled tree, keys prefixed by kind, every multi-key change written
+//! as one atomic batch (sled batches survive a crash whole or not at all). Read-modify-write
+//! operations hold a short write lock, never across an `.await`.
+//!
+//! | prefix | key | value |
+//! | --- | --- | --- |
+//! | `E` | event id | [`EventRecord`] |
+//! | `B` | event id | the event's JSON text |
+//! | `R` | received ms ‖ event id | — (events by age, for the purge) |
+//! | `I` | integration id | [`Integration`] |
+//! | `D` | delivery id (UUIDv7, so by creation time) | [`Delivery`] |
+//! | `A` | delivery id ‖ attempt number | [`Attempt`] |
+//! | `Q` | due ms ‖ delivery id | — (the queue: pending, retrying, leased) |
+//! | `L` | delivery id | — (leased) |
+//! | `P` | integration id ‖ delivery id | — (paused) |
+//! | `i` | integration id ‖ delivery id | — (log filter) |
+//! | `e` | event key ‖ 0 ‖ delivery id | — (log filter) |
+//! | `s` | status ‖ delivery id | — (log filter) |
+//! | `c` | lowercased email or name ‖ 0 ‖ delivery id | — (log filter) |
+//! | `M` | name | metadata |
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::*;
+
+const EVENT: u8 = b'E';
+const EVENT_JSON: u8 = b'B';
+const RECEIVED: u8 = b'R';
+const INTEGRATION: u8 = b'I';
+const DELIVERY: u8 = b'D';
+const ATTEMPT: u8 = b'A';
+const QUEUE: u8 = b'Q';
+const LEASE: u8 = b'L';
+const PAUSED: u8 = b'P';
+const BY_INTEGRATION: u8 = b'i';
+const BY_EVENT: u8 = b'e';
+const BY_STATUS: u8 = b's';
+const BY_CUSTOMER: u8 = b'c';
+const META: u8 = b'M';
+
+/// sled's page cache. Its default (1 GiB) is far more than a delivery queue needs.
+const CACHE_BYTES: u64 = 64 << 20;
+/// How often sled writes buffered changes on its own; ingest flushes explicitly.
+const FLUSH_EVERY_MS: u64 = 200;
+/// Deliveries removed per batch by the purge, so the write lock is held briefly.
+const PURGE_CHUNK: usize = 1_000;
+
+pub struct SledStore {
+    db: ::sled::Db,
+    write: Mutex<()>,
+}
+
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> StoreError {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `dir`. sled locks the directory: a second process on
+    /// the same data fails here.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .flush_every_ms(Some(FLUSH_EVERY_MS))
+            .open()
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))?;
+        Ok(SledStore {
+            db,
+            write: Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get(key)? {
+            Some(bytes) => decode(&bytes, what).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn delivery_record(&self, id: Uuid) -> Result<Option<Delivery>, StoreError> {
+        self.get(&key(DELIVERY, id.as_bytes()), "delivery")
+    }
+
+    /// Rewrites a delivery and every key derived from it.
+    fn put_delivery(&self, batch: &mut ::sled::Batch, old: Option<&Delivery>, new: &Delivery) {
+        if let Some(old) = old {
+            for k in derived_keys(old) {
+                batch.remove(k);
+            }
+        }
+        for k in derived_keys(new) {
+            batch.insert(k, &[] as &[u8]);
+        }
+        batch.insert(key(DELIVERY, new.id.as_bytes()), encode(new));
+    }
+
+    /// Reads, changes and rewrites one delivery under the write lock.
+    fn change_delivery(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Delivery),
+    ) -> Result<Option<Delivery>, StoreError> {
+        let _write = self.lock();
+        let Some(old) = self.delivery_record(id)? else {
+            return Ok(None);
+        };
+        let mut new = old.clone();
+        change(&mut new);
+        let mut batch = ::sled::Batch::default();
+        self.put_delivery(&mut batch, Some(&old), &new);
+        self.db.apply_batch(batch)?;
+        Ok(Some(new))
+    }
+
+    fn ids_in(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Uuid, StoreError>> + '_ {
+        self.db
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| Ok(trailing_id(&k?)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SledStore {
+    async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<Ingested>, StoreError> {
+        let mut results = Vec::with_capacity(events.len());
+        {
+            let _write = self.lock();
+            let mut batch = ::sled::Batch::default();
+            let mut in_batch: HashMap<Uuid, EventRecord> = HashMap::new();
+            for new in events {
+                let id = new.record.id;
+                let existing = match in_batch.get(&id) {
+                    Some(record) => Some(record.clone()),
+                    None => self.get::<EventRecord>(&key(EVENT, id.as_bytes()), "event")?,
+                };
+                if let Some(record) = existing {
+                    results.push(Ingested {
+                        record,
+                        duplicate: true,
+                    });
+                    continue;
+                }
+                batch.insert(key(EVENT, id.as_bytes()), encode(&new.record));
+                batch.insert(key(EVENT_JSON, id.as_bytes()), new.json.as_bytes());
+                batch.insert(
+                    key2(
+                        RECEIVED,
+                        &new.record.received_at.0.to_be_bytes(),
+                        id.as_bytes(),
+                    ),
+                    &[] as &[u8],
+                );
+                for delivery in &new.deliveries {
+                    self.put_delivery(&mut batch, None, delivery);
+                }
+                in_batch.insert(id, new.record.clone());
+                results.push(Ingested {
+                    record: new.record,
+                    duplicate: false,
+                });
+            }
+            self.db.apply_batch(batch)?;
+        }
+        if results.iter().any(|r| !r.duplicate) {
+            self.db.flush_async().await?;
+        }
+        Ok(results)
+    }
+
+    async fn event(&self, id: Uuid) -> Result<Option<EventRecord>, StoreError> {
+        self.get(&key(EVENT, id.as_bytes()), "event")
+    }
+
+    async fn event_json(&self, id: Uuid) -> Result<Option<String>, StoreError> {
+        match self.db.get(key(EVENT_JSON, id.as_bytes()))? {
+            Some(bytes) => String::from_utf8(bytes.to_vec())
+                .map(Some)
+                .map_err(|e| corrupt("event JSON", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn create_integration(&self, integration: &Integration) -> Result<(), StoreError> {
+        self.db.insert(
+            key(INTEGRATION, integration.id.as_bytes()),
+            encode(integration),
+        )?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    async fn integration(&self, id: Uuid) -> Result<Option<Integration>, StoreError> {
+        self.get(&key(INTEGRATION, id.as_bytes()), "integration")
+    }
+
+    async fn integrations(&self) -> Result<Vec<Integration>, StoreError> {
+        self.db
+            .scan_prefix([INTEGRATION])
+            .values()
+            .map(|v| decode(&v?, "integration"))
+            .collect()
+    }
+
+    async fn update_integration(
+        &self,
+        id: Uuid,
+        now: Timestamp,
+        change: IntegrationChange,
+    ) -> Result<Option<Integration>, StoreError> {
+        let updated = {
+            let _write = self.lock();
+            let Some(mut integration) =
+                self.get::<Integration>(&key(INTEGRATION, id.as_bytes()), "integration")?
+            else {
+                return Ok(None);
+            };
+            let was_enabled = integration.enabled;
+            change(&mut integration).map_err(StoreError::Rejected)?;
+            integration.id = id;
+            integration.updated_at = now;
+            let mut batch = ::sled::Batch::default();
+            if integration.enabled {
+                integration.disabled_reason = None;
+            }
+            if integration.enabled && !was_enabled {
+                integration.consecutive_failures = 0;
+                let paused: Vec<Uuid> = self
+                    .ids_in(&key(PAUSED, id.as_bytes()))
+                    .collect::<Result<_, _>>()?;
+                for delivery_id in paused {
+                    let Some(old) = self.delivery_record(delivery_id)? else {
+                        continue;
+                    };
+                    let mut new = old.clone();
+                    new.status = if new.attempts == 0 {
+                        DeliveryStatus::Pending
+                    } else {
+                        DeliveryStatus::Retrying
+                    };
+                    new.next_attempt_at = Some(now);
+                    new.last_error = None;
+                    new.updated_at = now;
+                    self.put_delivery(&mut batch, Some(&old), &new);
+                }
+            }
+            batch.insert(key(INTEGRATION, id.as_bytes()), encode(&integration));
+            self.db.apply_batch(batch)?;
+            integration
+        };
+        self.db.flush_async().await?;
+        Ok(Some(updated))
+    }
+
+    async fn delete_integration(&self, id: Uuid) -> Result<bool, StoreError> {
+        let removed = self.db.remove(key(INTEGRATION, id.as_bytes()))?.is_some();
+        self.db.flush_async().await?;
+        Ok(removed)
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let _write = self.lock();
+        let end = key(QUEUE, &(now.0 + 1).to_be_bytes());
+        let due: Vec<Uuid> = self
+            .db
+            .range(vec![QUEUE]..end)
+            .keys()
+            .take(limit)
+            .map(|k| Ok(trailing_id(&k?)))
+            .collect::<Result<_, StoreError>>()?;
+        let mut batch = ::sled::Batch::default();
+        let mut claimed = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(old) = self.delivery_record(id)? else {
+                continue;
+            };
+            let mut new = old.clone();
+            new.lease_until = Some(lease_until);
+            self.put_delivery(&mut batch, Some(&old), &new);
+            claimed.push(new);
+        }
+        self.db.apply_batch(batch)?;
+        Ok(claimed)
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        match self.db.scan_prefix([QUEUE]).keys().next() {
+            Some(k) => {
+                let k = k?;
+                let ms: [u8; 8] = k[1..9].try_into().map_err(|e| corrupt("queue key", e))?;
+                Ok(Some(Timestamp(u64::from_be_bytes(ms))))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn release(&self, id: Uuid, due: Timestamp) -> Result<(), StoreError> {
+        self.change_delivery(id, |d| {
+            d.lease_until = None;
+            d.next_attempt_at = Some(due);
+        })?;
+        Ok(())
+    }
+
+    async fn recover_leases(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let leased: Vec<Uuid> = self.ids_in(&[LEASE]).collect::<Result<_, _>>()?;
+        for &id in &leased {
+            self.change_delivery(id, |d| {
+                d.lease_until = None;
+                d.next_attempt_at = Some(now);
+            })?;
+        }
+        Ok(leased.len())
+    }
+
+    async fn pause(&self, id: Uuid, now: Timestamp, reason: &str) -> Result<(), StoreError> {
+        self.change_delivery(id, |d| {
+            d.status = DeliveryStatus::Paused;
+            d.lease_until = None;
+            d.next_attempt_at = None;
+            d.last_error = Some(reason.to_owned());
+            d.updated_at = now;
+        })?;
+        Ok(())
+    }
+
+    async fn record_attempt(
+        &self,
+        id: Uuid,
+        attempt: Attempt,
+        outcome: Outcome,
+        now: Timestamp,
+        auto_disable_after: u32,
+    ) -> Result<Recorded, StoreError> {
+        let _write = self.lock();
+        let Some(old) = self.delivery_record(id)? else {
+            return Err(StoreError::Rejected(format!("no delivery {id}")));
+        };
+        let mut new = old.clone();
+        new.attempts = attempt.number;
+        new.status = outcome.status;
+        new.next_attempt_at = outcome.next_attempt_at;
+        new.lease_until = None;
+        new.last_error = outcome.error;
+        new.updated_at = now;
+
+        let mut batch = ::sled::Batch::default();
+        let mut attempt_key = key(ATTEMPT, id.as_bytes());
+        attempt_key.extend_from_slice(&attempt.number.to_be_bytes());
+        batch.insert(attempt_key, encode(&attempt));
+        self.put_delivery(&mut batch, Some(&old), &new);
+
+        let mut recorded = Recorded::default();
+        let integration_key = key(INTEGRATION, new.integration_id.as_bytes());
+        if let Some(mut integration) = self.get::<Integration>(&integration_key, "integration")? {
+            let before = integration.clone();
+            match new.status {
+                DeliveryStatus::Succeeded => integration.consecutive_failures = 0,
+                DeliveryStatus::Failed | DeliveryStatus::Exhausted => {
+                    integration.consecutive_failures += 1;
+                    if auto_disable_after > 0
+                        && integration.enabled
+                        && integration.consecutive_failures >= auto_disable_after
+                    {
+                        integration.enabled = false;
+                        integration.disabled_reason = Some(format!(
+                            "disabled automatically after {} consecutive failed deliveries",
+                            integration.consecutive_failures
+                        ));
+                        integration.updated_at = now;
+                        recorded.integration_disabled = true;
+                    }
+                }
+                _ => {}
+            }
+            if integration != before {
+                batch.insert(integration_key, encode(&integration));
+            }
+        }
+        self.db.apply_batch(batch)?;
+        Ok(recorded)
+    }
+
+    async fn requeue(&self, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {
+        let _write = self.lock();
+        let Some(old) = self.delivery_record(id)? else {
+            return Ok(false);
+        };
+        if !matches!(
+            old.status,
+            DeliveryStatus::Failed | DeliveryStatus::Exhausted
+        ) {
+            return Ok(false);
+        }
+        let mut new = old.clone();
+        new.status = DeliveryStatus::Pending;
+        new.next_attempt_at = Some(now);
+        new.updated_at = now;
+        let mut batch = ::sled::Batch::default();
+        self.put_delivery(&mut batch, Some(&old), &new);
+        self.db.apply_batch(batch)?;
+        Ok(true)
+    }
+
+    async fn delivery(&self, id: Uuid) -> Result<Option<DeliveryDetail>, StoreError> {
+        let Some(delivery) = self.delivery_record(id)? else {
+            return Ok(None);
+        };
+        let attempts = self
+            .db
+            .scan_prefix(key(ATTEMPT, id.as_bytes()))
+            .values()
+            .map(|v| decode(&v?, "attempt"))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(DeliveryDetail { delivery, attempts }))
+    }
+
+    async fn deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        // The most selective index the filter allows; its keys end with the delivery id, so a
+        // range over them is a range of creation times.
+        let prefix = if let Some(customer) = &filter.customer {
+            customer_key_prefix(customer)
+        } else if let Some(integration) = filter.integration {
+            key(BY_INTEGRATION, integration.as_bytes())
+        } else if let Some(event) = &filter.event {
+            let mut k = key(BY_EVENT, event.as_bytes());
+            k.push(0);
+            k
+        } else if let Some(status) = filter.status {
+            vec![BY_STATUS, status.code()]
+        } else {
+            vec![DELIVERY]
+        };
+        let low = concat(
+            &prefix,
+            filter
+                .from
+                .map_or(Uuid::nil(), |t| id_bounds(t).0)
+                .as_bytes(),
+        );
+        let mut high = concat(
+            &prefix,
+            filter.to.map_or(Uuid::max(), |t| id_bounds(t).1).as_bytes(),
+        );
+        high.push(0); // inclusive of `to`'s last id
+        if let Some(before) = before {
+            high = high.min(concat(&prefix, before.as_bytes()));
+        }
+        let mut found = Vec::new();
+        for item in self.db.range(low..high).rev() {
+            let (k, v) = item?;
+            let delivery: Delivery = if prefix[0] == DELIVERY {
+                decode(&v, "delivery")?
+            } else {
+                match self.delivery_record(trailing_id(&k))? {
+                    Some(d) => d,
+                    None => continue,
+                }
+            };
+            if matches(filter, &delivery) {
+                found.push(delivery);
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn queue_depth(&self, now: Timestamp) -> Result<QueueDepth, StoreError> {
+        let split = key(QUEUE, &(now.0 + 1).to_be_bytes());
+        Ok(QueueDepth {
+            due: self.db.range(vec![QUEUE]..split.clone()).count() as u64,
+            scheduled: self.db.range(split..vec![QUEUE + 1]).count() as u64,
+            paused: self.db.scan_prefix([PAUSED]).count() as u64,
+        })
+    }
+
+    async fn purge(&self, cutoff: Timestamp) -> Result<Purged, StoreError> {
+        let mut purged = Purged::default();
+        let end = key(DELIVERY, id_bounds(cutoff).0.as_bytes());
+        let mut start = vec![DELIVERY];
+        loop {
+            let _write = self.lock();
+            let mut batch = ::sled::Batch::default();
+            let mut seen = 0;
+            for item in self.db.range(start.clone()..end.clone()).take(PURGE_CHUNK) {
+                let (k, v) = item?;
+                seen += 1;
+                start = k.to_vec();
+                start.push(0);
+                let delivery: Delivery = decode(&v, "delivery")?;
+                if !delivery.status.is_finished() {
+                    continue;
+                }
+                for derived in derived_keys(&delivery) {
+                    batch.remove(derived);
+                }
+                for attempt in self
+                    .db
+                    .scan_prefix(key(ATTEMPT, delivery.id.as_bytes()))
+                    .keys()
+                {
+                    batch.remove(attempt?);
+                }
+                batch.remove(k);
+                purged.deliveries += 1;
+            }
+            self.db.apply_batch(batch)?;
+            if seen < PURGE_CHUNK {
+                break;
+            }
+        }
+
+        let end = key(RECEIVED, &cutoff.0.to_be_bytes());
+        let old_events: Vec<(::sled::IVec, Uuid)> = self
+            .db
+            .range(vec![RECEIVED]..end)
+            .keys()
+            .map(|k| {
+                let k = k?;
+                let id = trailing_id(&k);
+                Ok((k, id))
+            })
+            .collect::<Result<_, StoreError>>()?;
+        for chunk in old_events.chunks(PURGE_CHUNK) {
+            let _write = self.lock();
+            let mut batch = ::sled::Batch::default();
+            for (received_key, id) in chunk {
+                let record: Option<EventRecord> = self.get(&key(EVENT, id.as_bytes()), "event")?;
+                let alive = match &record {
+                    Some(record) => record
+                        .deliveries
+                        .iter()
+                        .map(|d| self.db.contains_key(key(DELIVERY, d.id.as_bytes())))
+                        .collect::<Result<Vec<bool>, _>>()?
+                        .into_iter()
+                        .any(|exists| exists),
+                    None => false,
+                };
+                if alive {
+                    continue;
+                }
+                batch.remove(key(EVENT, id.as_bytes()));
+                batch.remove(key(EVENT_JSON, id.as_bytes()));
+                batch.remove(received_key.clone());
+                purged.events += 1;
+            }
+            self.db.apply_batch(batch)?;
+        }
+        self.db.flush_async().await?;
+        Ok(purged)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
+        match self.db.get(key(META, name.as_bytes()))? {
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|e| corrupt("metadata", e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        self.db
+            .insert(key(META, name.as_bytes()), value.as_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+/// Whether a delivery passes every filter (the index chosen covers one of them).
+fn matches(filter: &DeliveryFilter, d: &Delivery) -> bool {
+    filter.integration.is_none_or(|i| d.integration_id == i)
+        && filter.event.as_deref().is_none_or(|e| d.event == e)
+        && filter.status.is_none_or(|s| d.status == s)
+        && filter.customer.as_deref().is_none_or(|c| {
+            let c = c.trim();
+            [&d.customer_email, &d.customer_name]
+                .into_iter()
+                .flatten()
+                .any(|v| v.trim().to_lowercase() == c.to_lowercase())
+        })
+        && filter.from.is_none_or(|t| d.created_at >= t)
+        && filter.to.is_none_or(|t| d.created_at <= t)
+}
+
+/// Every key that exists because of this delivery, besides its own.
+fn derived_keys(d: &Delivery) -> Vec<Vec<u8>> {
+    let id = d.id.as_bytes();
+    let mut keys = vec![
+        key2(BY_INTEGRATION, d.integration_id.as_bytes(), id),
+        {
+            let mut k = key(BY_EVENT, d.event.as_bytes());
+            k.push(0);
+            k.extend_from_slice(id);
+            k
+        },
+        key2(BY_STATUS, &[d.status.code()], id),
+    ];
+    let mut terms: Vec<String> = [&d.customer_email, &d.customer_name]
+        .into_iter()
+        .flatten()
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    terms.dedup();
+    for term in terms {
+        let mut k = customer_key_prefix(&term);
+        k.extend_from_slice(id);
+        keys.push(k);
+    }
+    if matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Retrying)
+        && let Some(at) = d.queue_time()
+    {
+        keys.push(key2(QUEUE, &at.0.to_be_bytes(), id));
+    }
+    if d.lease_until.is_some() {
+        keys.push(key(LEASE, id));
+    }
+    if d.status == DeliveryStatus::Paused {
+        keys.push(key2(PAUSED, d.integration_id.as_bytes(), id));
+    }
+    keys
+}
+
+fn customer_key_prefix(term: &str) -> Vec<u8> {
+    let mut k = key(BY_CUSTOMER, term.trim().to_lowercase().as_bytes());
+    k.push(0);
+    k
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    concat(&[prefix], rest)
+}
+
+fn concat(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + b.len());
+    k.extend_from_slice(a);
+    k.extend_from_slice(b);
+    k
+}
+
+fn key2(prefix: u8, a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + a.len() + b.len());
+    k.push(prefix);
+    k.extend_from_slice(a);
+    k.extend_from_slice(b);
+    k
+}
+
+/// The delivery or event id that ends an index key.
+fn trailing_id(k: &[u8]) -> Uuid {
+    let start = k.len().saturating_sub(16);
+    Uuid::from_slice(&k[start..]).unwrap_or_default()
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records serialize")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(what, e))
+}
+
+fn corrupt(what: &'static str, e: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        what,
+        detail: e.to_string(),
+    }
+}

@@ -1,0 +1,217 @@
+//! A Canopy server for tests: `canopy::run` on a loopback port over a sled store in a temp
+//! directory, with the real bundled plugins, a compressed retry schedule, and a client that
+//! speaks its API.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use canopy::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789";
+/// base64 of 32 bytes 0x2a.
+pub const MASTER_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+/// The longest a test waits for something the server does by itself.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct Canopy {
+    pub url: String,
+    pub client: reqwest::Client,
+    /// Keeps the data directory alive (for servers started with [`Canopy::start`]).
+    _dir: Option<TempDir>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), canopy::server::ServeError>>>,
+}
+
+/// Test settings: a compressed schedule without jitter, loopback receivers allowed.
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::loopback(dir, ADMIN_TOKEN, INGEST_TOKEN, MASTER_KEY);
+    config.delivery.retry_schedule = "50ms,100ms".into();
+    config.delivery.retry_jitter = 0.0;
+    config.delivery.allow_private_networks = true;
+    config.delivery.request_timeout = Duration::from_secs(5);
+    config.delivery.shutdown_grace = Duration::from_secs(2);
+    config.plugin_limits.plugin_instances = 32;
+    config
+}
+
+impl Canopy {
+    /// A server on a fresh data directory; `tweak` adjusts the test settings.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Canopy {
+        let dir = tempfile::tempdir().unwrap();
+        let mut canopy = Canopy::start_in(dir.path(), tweak).await;
+        canopy._dir = Some(dir);
+        canopy
+    }
+
+    /// A server on `dir` (which outlives it).
+    pub async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Canopy {
+        let mut config = test_config(dir);
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(canopy::run(Arc::new(config), listener, async {
+            let _ = stopped.await;
+        }));
+        let canopy = Canopy {
+            url,
+            client: reqwest::Client::new(),
+            _dir: None,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        canopy.wait_until_up().await;
+        canopy
+    }
+
+    async fn wait_until_up(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the server did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().expect("clean shutdown");
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call(method, path, ADMIN_TOKEN, body).await
+    }
+
+    pub async fn ingest(&self, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, "/v1/events", INGEST_TOKEN, Some(body))
+            .await
+    }
+
+    /// Creates an integration and returns its id.
+    pub async fn integration(&self, body: Value) -> String {
+        let (status, created) = self
+            .admin(Method::POST, "/v1/integrations", Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        created["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn delivery(&self, id: &str) -> Value {
+        let (status, delivery) = self
+            .admin(Method::GET, &format!("/v1/deliveries/{id}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{delivery}");
+        delivery
+    }
+
+    /// Waits until the delivery has `status`, and returns it with its attempts.
+    pub async fn delivery_with_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let delivery = self.delivery(id).await;
+            if delivery["status"] == status {
+                return delivery;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery {id} never became {status}: {delivery:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ingests one event and returns the id of its only delivery.
+    pub async fn ingest_one(&self, event: Value) -> String {
+        let (status, answer) = self.ingest(event).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let deliveries = answer["deliveries"].as_array().unwrap();
+        assert_eq!(deliveries.len(), 1, "{answer}");
+        deliveries[0]["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The sample event of a type, as JSON.
+pub fn sample(kind: &str) -> Value {
+    let kind: canopy_events::EventKind = kind.parse().unwrap();
+    serde_json::from_str(kind.sample_json()).unwrap()
+}
+
+/// The sample event of a type under a fresh id.
+pub fn fresh(kind: &str) -> Value {
+    let mut event = sample(kind);
+    event["id"] = json!(uuid::Uuid::now_v7().to_string());
+    event
+}
+
+/// Waits until the receiver has seen `count` requests, and returns them.
+pub async fn received(server: &wiremock::MockServer, count: usize) -> Vec<wiremock::Request> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let requests = server.received_requests().await.unwrap_or_default();
+        if requests.len() >= count {
+            return requests;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the receiver saw {} requests, not {count}",
+            requests.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub fn header<'a>(request: &'a wiremock::Request, name: &str) -> &'a str {
+    request
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no {name} header"))
+}
