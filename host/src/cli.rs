@@ -131,10 +131,19 @@ fn serve(config: Config) -> ExitCode {
     }
 }
 
+/// Logs go to stderr: `CANOPY_LOG` filters them (default `info`), `CANOPY_LOG_FORMAT=json`
+/// writes one JSON object per line with the delivery and integration ids as fields.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("CANOPY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var("CANOPY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

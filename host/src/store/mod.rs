@@ -326,8 +326,8 @@ pub struct Delivery {
     /// The reason of the last failure, skip or pause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Held by a worker until then (not part of the API).
-    #[serde(default, skip_serializing)]
+    /// Held by a worker until then (an attempt is in flight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<Timestamp>,
 }
 

@@ -282,17 +282,23 @@ impl Store for SledStore {
     ) -> Result<Vec<Delivery>, StoreError> {
         let _write = self.lock();
         let end = key(QUEUE, &(now.0 + 1).to_be_bytes());
-        let due: Vec<Uuid> = self
+        let due: Vec<::sled::IVec> = self
             .db
             .range(vec![QUEUE]..end)
             .keys()
             .take(limit)
-            .map(|k| Ok(trailing_id(&k?)))
-            .collect::<Result<_, StoreError>>()?;
+            .collect::<Result<_, _>>()?;
         let mut batch = ::sled::Batch::default();
         let mut claimed = Vec::with_capacity(due.len());
-        for id in due {
-            let Some(old) = self.delivery_record(id)? else {
+        for queue_key in due {
+            let id = trailing_id(&queue_key);
+            // Only an entry that is the delivery's own queue position is work; anything else
+            // (which no write leaves behind) is dropped rather than sent twice.
+            let current = self
+                .delivery_record(id)?
+                .filter(|d| derived_keys(d).iter().any(|k| k[..] == queue_key[..]));
+            let Some(old) = current else {
+                batch.remove(queue_key);
                 continue;
             };
             let mut new = old.clone();

@@ -38,7 +38,7 @@ async fn start(data: &std::path::Path) -> Server {
         .env("CANOPY_ALLOW_PRIVATE_NETWORKS", "true")
         .env("CANOPY_RETRY_SCHEDULE", "100ms,200ms,500ms,1s,2s")
         .env("CANOPY_WORKERS", "8")
-        .env("RUST_LOG", "warn")
+        .env("CANOPY_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -9,6 +9,7 @@ mod harness;
 mod pipeline;
 mod runtime;
 mod server;
+mod store;
 mod swap;
 
 use std::sync::Arc;

@@ -831,3 +831,79 @@ async fn shutdown_releases_attempts_that_do_not_finish_and_a_restart_sends_them(
     assert_eq!(received(&fast, 1).await.len(), 1);
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn an_integration_is_paced_by_its_rate_limit() {
+    let receiver = accepting(200).await;
+    let canopy = Canopy::start(|_| {}).await;
+    let mut hook = webhook_to(&receiver, "/paced");
+    hook["rate_limit"] = json!({"requests": 2, "per_seconds": 3600});
+    canopy.integration(hook).await;
+    let ingested = canopy::store::Timestamp::now();
+    let mut deliveries = Vec::new();
+    for _ in 0..3 {
+        deliveries.push(canopy.ingest_one(fresh("tier.changed")).await);
+    }
+    let deadline = std::time::Instant::now() + crate::harness::PATIENCE;
+    let (sent, held) = loop {
+        let mut sent = 0;
+        let mut held = None;
+        for id in &deliveries {
+            let d = canopy.delivery(id).await;
+            if d["status"] == "succeeded" {
+                sent += 1;
+            } else if let Some(next) = d["next_attempt_at"].as_str() {
+                let next = canopy::store::Timestamp::parse(next).unwrap();
+                if next.millis() > ingested.millis() + 60_000 {
+                    held = Some(d.clone());
+                }
+            }
+        }
+        if let (2, Some(held)) = (sent, &held) {
+            break (sent, held.clone());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not paced: {sent} sent"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(sent, 2);
+    assert_eq!(
+        held["status"], "pending",
+        "held back without an attempt: {held}"
+    );
+    assert_eq!(held["attempts"], json!([]));
+    assert_eq!(receiver.received_requests().await.unwrap().len(), 2);
+    canopy.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_delivery_can_be_retried_by_hand() {
+    let receiver = MockServer::start().await;
+    let rejecting = Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422))
+        .mount_as_scoped(&receiver)
+        .await;
+    let canopy = Canopy::start(|_| {}).await;
+    canopy.integration(webhook_to(&receiver, "/later")).await;
+    let delivery = canopy.ingest_one(fresh("tier.changed")).await;
+    canopy.delivery_with_status(&delivery, "failed").await;
+    drop(rejecting);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let retry = format!("/v1/deliveries/{delivery}/retry");
+    let (status, answer) = canopy.admin(Method::POST, &retry, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let done = canopy.delivery_with_status(&delivery, "succeeded").await;
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 2);
+    let (status, answer) = canopy.admin(Method::POST, &retry, None).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a succeeded delivery is not sent again: {answer}"
+    );
+    canopy.stop().await;
+}
