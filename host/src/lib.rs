@@ -3,15 +3,22 @@
 //!
 //! # Layout
 //!
+//! - [`api`] — the HTTP API, one module per resource (`ingest`, `integrations`,
+//!   `deliveries`), the JSON error shape and the token middleware.
+//! - [`store`] — the [`store::Store`] trait the pipeline goes through, and its sled
+//!   implementation: events, integrations, deliveries, attempts, the due-time queue with
+//!   leases, and the delivery-log indexes.
+//! - [`delivery`] — the scheduler and workers, the HTTP sender with the internal-address
+//!   guard and the egress override, request preparation (secrets, signatures, redaction),
+//!   outcomes, the retry schedule and rate limits.
 //! - [`runtime`] — the plugin sandbox: wasmtime engine, the `destination` world bindings,
 //!   limits, warm instances, and the registry of active plugin versions.
-//! - [`server`] — the HTTP server: `run(config, listener, shutdown)` and its routes.
+//! - [`crypto`] — secrets sealed at rest (AES-256-CBC + HMAC-SHA256), secret values that
+//!   never print, request signing (hex HMAC-SHA256, Standard Webhooks).
+//! - [`metrics`] — the Prometheus registry behind `/metrics`.
+//! - [`server`] — start-up, `run(config, listener, shutdown)`, the router.
 //! - [`config`] — configuration shared by the server as `Arc<Config>`.
-//! - [`crypto`] — secret values that never print; request signing (hex HMAC-SHA256,
-//!   Standard Webhooks).
-//! - [`delivery`] — where requests may go, how a plugin's request becomes the one on the wire
-//!   (secrets, signatures, redaction), and when a failed attempt is retried.
-//! - [`cli`] — the `canopy` command line: `serve`, `plugin inspect`, `plugin run`.
+//! - [`cli`] — the `canopy` command line: `serve`, `keygen`, `plugin inspect`, `plugin run`.
 //!
 //! Data flows one way (SPEC.md): ingest → store → scheduler → worker (plugin transform →
 //! secrets & signing → send) → outcome (plugin verdict → record → reschedule or finish).

@@ -505,7 +505,8 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         change: IntegrationChange,
     ) -> Result<Option<Integration>, StoreError>;
-    /// Removes an integration. Its queued deliveries fail when they come up.
+    /// Removes an integration. Its paused deliveries fail now, its queued ones when they come
+    /// up (with "the integration was deleted"); the log keeps them.
     async fn delete_integration(&self, id: Uuid) -> Result<bool, StoreError>;
 
     // ---- scheduling -----------------------------------------------------------------------

@@ -269,9 +269,32 @@ impl Store for SledStore {
     }
 
     async fn delete_integration(&self, id: Uuid) -> Result<bool, StoreError> {
-        let removed = self.db.remove(key(INTEGRATION, id.as_bytes()))?.is_some();
+        {
+            let _write = self.lock();
+            if !self.db.contains_key(key(INTEGRATION, id.as_bytes()))? {
+                return Ok(false);
+            }
+            let mut batch = ::sled::Batch::default();
+            batch.remove(key(INTEGRATION, id.as_bytes()));
+            // Paused deliveries would wait for a re-enable that cannot come: they end here.
+            let paused: Vec<Uuid> = self
+                .ids_in(&key(PAUSED, id.as_bytes()))
+                .collect::<Result<_, _>>()?;
+            let now = Timestamp::now();
+            for delivery_id in paused {
+                let Some(old) = self.delivery_record(delivery_id)? else {
+                    continue;
+                };
+                let mut new = old.clone();
+                new.status = DeliveryStatus::Failed;
+                new.last_error = Some("the integration was deleted".into());
+                new.updated_at = now;
+                self.put_delivery(&mut batch, Some(&old), &new);
+            }
+            self.db.apply_batch(batch)?;
+        }
         self.db.flush_async().await?;
-        Ok(removed)
+        Ok(true)
     }
 
     async fn claim_due(

@@ -265,3 +265,36 @@ async fn the_purge_removes_finished_work_only() {
     let depth = store.queue_depth(now).await.unwrap();
     assert_eq!((depth.scheduled, depth.paused), (1, 1));
 }
+
+#[tokio::test]
+async fn deleting_an_integration_ends_its_paused_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path()).unwrap();
+    let paused = integration(false);
+    store.create_integration(&paused).await.unwrap();
+    let new = event(&[&paused]);
+    let delivery = new.deliveries[0].id;
+    store.insert_events(vec![new]).await.unwrap();
+    assert_eq!(
+        store
+            .delivery(delivery)
+            .await
+            .unwrap()
+            .unwrap()
+            .delivery
+            .status,
+        DeliveryStatus::Paused
+    );
+    assert!(store.delete_integration(paused.id).await.unwrap());
+    assert!(
+        !store.delete_integration(paused.id).await.unwrap(),
+        "already gone"
+    );
+    let ended = store.delivery(delivery).await.unwrap().unwrap().delivery;
+    assert_eq!(ended.status, DeliveryStatus::Failed);
+    assert_eq!(
+        ended.last_error.as_deref(),
+        Some("the integration was deleted")
+    );
+    assert_eq!(store.queue_depth(Timestamp::now()).await.unwrap().paused, 0);
+}
