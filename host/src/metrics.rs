@@ -8,7 +8,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::store::{DeliveryStatus, QueueDepth};
@@ -54,18 +54,22 @@ impl Metrics {
             "Deliveries waiting: due now, scheduled for later, paused",
             queue.clone(),
         );
-        // HTTP exchanges: 1 ms to ~16 s.
+        // HTTP exchanges: 1 ms to 20 s (the default timeout is 10 s).
         let attempt_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.001, 2.0, 15))
+            Histogram::new([
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0,
+            ])
         });
         registry.register(
             "attempt_duration_seconds",
             "Time from sending a request to reading its response, by plugin",
             attempt_seconds.clone(),
         );
-        // Plugin calls: 10 µs to ~0.6 s (the default time limit is 0.5 s).
+        // Plugin calls: 10 µs to 1 s (the default time limit is 0.5 s).
         let plugin_call_seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.000_01, 3.0, 11))
+            Histogram::new([
+                0.000_01, 0.000_03, 0.000_1, 0.000_3, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0,
+            ])
         });
         registry.register(
             "plugin_call_duration_seconds",
