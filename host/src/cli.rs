@@ -37,6 +37,31 @@ pub enum Command {
     Plugin(PluginCommand),
     /// Print a new random master key (base64) for `CANOPY_MASTER_KEY`.
     Keygen,
+    /// Re-encrypt every stored secret under a new master key (stop the server first).
+    RotateKey(RotateKey),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RotateKey {
+    /// The data directory of the server.
+    #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
+    pub data_dir: PathBuf,
+    /// The current master key (base64).
+    #[arg(long, env = "CANOPY_MASTER_KEY", hide_env_values = true, value_parser = crate::config::secret)]
+    pub master_key: Option<crate::crypto::secret::SecretValue>,
+    /// A file holding the current master key.
+    #[arg(long, env = "CANOPY_MASTER_KEY_FILE", conflicts_with = "master_key")]
+    pub master_key_file: Option<PathBuf>,
+    /// The new master key (base64; `canopy keygen`).
+    #[arg(long, env = "CANOPY_NEW_MASTER_KEY", hide_env_values = true, value_parser = crate::config::secret)]
+    pub new_master_key: Option<crate::crypto::secret::SecretValue>,
+    /// A file holding the new master key.
+    #[arg(
+        long,
+        env = "CANOPY_NEW_MASTER_KEY_FILE",
+        conflicts_with = "new_master_key"
+    )]
+    pub new_master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +116,16 @@ pub fn main() -> ExitCode {
             println!("{}", crate::crypto::seal::MasterKey::generate().1);
             ExitCode::SUCCESS
         }
+        Command::RotateKey(args) => match rotate_key(args) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Plugin(command) => match plugin_command(command) {
             Ok(output) => {
                 print!("{output}");
@@ -102,6 +137,27 @@ pub fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn rotate_key(args: RotateKey) -> Result<String, String> {
+    use crate::server::master_key;
+    let current = master_key(&args.master_key, &args.master_key_file, "CANOPY_MASTER_KEY")
+        .map_err(|e| e.to_string())?;
+    let new = master_key(
+        &args.new_master_key,
+        &args.new_master_key_file,
+        "CANOPY_NEW_MASTER_KEY",
+    )
+    .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let rotated = runtime
+        .block_on(crate::server::rotate_key(&args.data_dir, &current, &new))
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "re-encrypted {} secrets of {} integrations; start the server with the new key",
+        rotated.secrets, rotated.integrations
+    ))
 }
 
 fn serve(config: Config) -> ExitCode {

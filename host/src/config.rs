@@ -99,7 +99,7 @@ pub struct DeliverySettings {
     pub shutdown_grace: Duration,
 }
 
-fn secret(text: &str) -> Result<SecretValue, Infallible> {
+pub(crate) fn secret(text: &str) -> Result<SecretValue, Infallible> {
     Ok(SecretValue::new(text))
 }
 

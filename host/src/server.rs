@@ -60,6 +60,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Tells the scheduler new work is queued.
     pub wake: Arc<Notify>,
+    /// Serialises plugin uploads, rollbacks and deletions.
+    pub plugin_changes: Arc<tokio::sync::Mutex<()>>,
     pub worker: Arc<Worker>,
 }
 
@@ -92,13 +94,11 @@ impl AppState {
     pub async fn open(config: Arc<Config>) -> Result<AppState, ServeError> {
         let limits = config.plugin_limits.limits().map_err(ServeError::Config)?;
         let schedule = config.delivery.schedule().map_err(ServeError::Config)?;
-        let key = master_key(&config)?;
-
-        let runtime = Runtime::new(limits)?;
-        let plugins = Arc::new(PluginRegistry::new());
-        for plugin in crate::runtime::bundled::install(&runtime, &plugins)? {
-            tracing::info!(plugin = plugin.id(), version = %plugin.info().version, "plugin active");
-        }
+        let key = master_key(
+            &config.master_key,
+            &config.master_key_file,
+            "CANOPY_MASTER_KEY",
+        )?;
 
         let data = &config.data_dir;
         create_private_dir(data).map_err(|e| ServeError::DataDir(data.clone(), e))?;
@@ -108,6 +108,10 @@ impl AppState {
             Some(_) => {}
             None => store.set_meta(KEY_FINGERPRINT, &key.fingerprint()).await?,
         }
+
+        let runtime = Runtime::new(limits)?;
+        let plugins = Arc::new(PluginRegistry::new());
+        install_plugins(&runtime, &plugins, store.as_ref()).await?;
         let tokens = Tokens {
             admin: token(&config.admin_token, data, "admin")?,
             ingest: token(&config.ingest_token, data, "ingest")?,
@@ -140,13 +144,73 @@ impl AppState {
             tokens,
             metrics,
             wake: Arc::new(Notify::new()),
+            plugin_changes: Arc::default(),
             worker,
         })
     }
 }
 
-fn master_key(config: &Config) -> Result<MasterKey, ServeError> {
-    let text = match (&config.master_key, &config.master_key_file) {
+/// Activates the plugins: the bundled ones on first start (and a newer bundled build when the
+/// active version is the bundled one), then the active stored version of every plugin —
+/// uploaded versions survive restarts. A stored plugin that no longer loads is logged and left
+/// out (its deliveries wait for it); a bundled one that does not load is a startup error.
+async fn install_plugins(
+    runtime: &Runtime,
+    registry: &PluginRegistry,
+    store: &dyn Store,
+) -> Result<(), ServeError> {
+    let active: std::collections::HashMap<String, crate::store::PluginVersion> = store
+        .active_plugin_versions()
+        .await?
+        .into_iter()
+        .map(|v| (v.plugin.clone(), v))
+        .collect();
+    let mut loaded = std::collections::HashSet::new();
+    for (id, bytes) in crate::runtime::bundled::components() {
+        if store.plugin_removed(id).await? {
+            continue;
+        }
+        let digest = crate::runtime::component_digest(bytes);
+        let install = match active.get(id) {
+            None => true,
+            Some(current) => current.bundled && current.digest != digest,
+        };
+        if install {
+            let plugin = Arc::new(runtime.load(bytes)?);
+            store
+                .add_plugin_version(id, &plugin.info().version, true, bytes, Timestamp::now())
+                .await?;
+            tracing::info!(plugin = id, version = %plugin.info().version, "bundled plugin installed");
+            registry.activate(plugin);
+            loaded.insert(id.to_owned());
+        }
+    }
+    for version in active.values().filter(|v| !loaded.contains(&v.plugin)) {
+        let Some(bytes) = store.plugin_component(&version.digest).await? else {
+            tracing::error!(plugin = %version.plugin, "the active version's component is missing from the store");
+            continue;
+        };
+        match runtime.load(&bytes) {
+            Ok(plugin) => {
+                tracing::info!(plugin = %version.plugin, version = %version.version, number = version.number, "plugin active");
+                registry.activate(Arc::new(plugin));
+            }
+            Err(error) => tracing::error!(
+                plugin = %version.plugin, number = version.number, %error,
+                "a stored plugin does not load; its deliveries wait until a version that loads is activated"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// A master key given as a value or as a file; `variable` names it in the error.
+pub fn master_key(
+    value: &Option<SecretValue>,
+    file: &Option<PathBuf>,
+    variable: &str,
+) -> Result<MasterKey, ServeError> {
+    let text = match (value, file) {
         (Some(key), _) => key.expose().to_owned(),
         (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
             ServeError::Config(format!(
@@ -155,14 +219,57 @@ fn master_key(config: &Config) -> Result<MasterKey, ServeError> {
             ))
         })?,
         (None, None) => {
-            return Err(ServeError::Config(
-                "no master key: set CANOPY_MASTER_KEY or --master-key-file \
+            return Err(ServeError::Config(format!(
+                "no master key: set {variable} or {variable}_FILE \\
                  (`canopy keygen` prints a new key; keep it outside the data directory)"
-                    .into(),
-            ));
+            )));
         }
     };
-    MasterKey::from_base64(&text).map_err(|e| ServeError::Config(e.to_string()))
+    MasterKey::from_base64(&text).map_err(|e| ServeError::Config(format!("{variable}: {e}")))
+}
+
+/// What `canopy rotate-key` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotated {
+    pub integrations: usize,
+    pub secrets: usize,
+}
+
+/// Re-encrypts every stored secret under `new`, in one atomic write with the new key's
+/// fingerprint: a crash leaves either the old key or the new one valid, never a mix. The
+/// server must be stopped (sled's lock refuses a second process).
+pub async fn rotate_key(
+    data_dir: &Path,
+    current: &MasterKey,
+    new: &MasterKey,
+) -> Result<Rotated, ServeError> {
+    let store = SledStore::open(&data_dir.join(STORE_DIR))?;
+    match store.meta(KEY_FINGERPRINT).await? {
+        Some(stored) if stored != current.fingerprint() => return Err(ServeError::WrongMasterKey),
+        _ => {}
+    }
+    let mut integrations = store.integrations().await?;
+    let mut secrets = 0;
+    for integration in &mut integrations {
+        for (name, secret) in integration.secrets.iter_mut() {
+            let plain = current.open(&secret.sealed).map_err(|e| {
+                ServeError::Config(format!(
+                    "the secret `{name}` of integration {} cannot be opened: {e}",
+                    integration.id
+                ))
+            })?;
+            secret.sealed = new.seal(&plain);
+            secrets += 1;
+        }
+    }
+    let count = integrations.len();
+    store
+        .rekey(integrations, KEY_FINGERPRINT, &new.fingerprint())
+        .await?;
+    Ok(Rotated {
+        integrations: count,
+        secrets,
+    })
 }
 
 /// The configured token, else the one kept in `<data>/<role>.token`, else a new one written
@@ -224,6 +331,7 @@ pub fn app(state: AppState) -> Router {
     }));
     let admin = api::integrations::router()
         .merge(api::deliveries::router())
+        .merge(api::plugins::router())
         .route_layer(from_fn_with_state(state.clone(), |s, r, n| {
             api::require(Role::Admin, s, r, n)
         }));

@@ -1,6 +1,8 @@
 //! The delivery log (SPEC.md §4, §7): `GET /v1/deliveries` with the log's filters and cursor
 //! pagination, newest first; `GET /v1/deliveries/{id}` with every attempt (`attempts` is then the list, not the count);
-//! `POST /v1/deliveries/{id}/retry` queues a failed or exhausted delivery again.
+//! `POST /v1/deliveries/{id}/retry` queues a failed or exhausted delivery again;
+//! `POST /v1/deliveries/retry?<filters>` does so for every failed or exhausted delivery the
+//! filters match (a delivery already queued is never queued twice).
 //!
 //! Filters: `integration` (id), `event` (key), `customer` (an email or a name, whole,
 //! case-insensitive), `status`, `from` / `to` (RFC 3339, creation time), `limit` (1–500,
@@ -24,6 +26,7 @@ const MAX_PAGE: usize = 500;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/deliveries", get(list))
+        .route("/v1/deliveries/retry", post(retry_matching))
         .route("/v1/deliveries/{id}", get(show))
         .route("/v1/deliveries/{id}/retry", post(retry))
 }
@@ -134,4 +137,56 @@ async fn retry(
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "status": "pending" })),
     ))
+}
+
+/// Deliveries requeued per store page by the bulk retry.
+const RETRY_PAGE: usize = 500;
+
+async fn retry_matching(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if query.limit.is_some() || query.cursor.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "the bulk retry takes the list's filters, not `limit` or `cursor`",
+        ));
+    }
+    let filter = query.filter()?;
+    let statuses = match filter.status {
+        None => vec![DeliveryStatus::Failed, DeliveryStatus::Exhausted],
+        Some(s @ (DeliveryStatus::Failed | DeliveryStatus::Exhausted)) => vec![s],
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("only failed or exhausted deliveries can be retried, not {other}"),
+            ));
+        }
+    };
+    let now = Timestamp::now();
+    let mut requeued = 0u64;
+    for status in statuses {
+        let filter = DeliveryFilter {
+            status: Some(status),
+            ..filter.clone()
+        };
+        let mut cursor = None;
+        loop {
+            let page = state.store.deliveries(&filter, cursor, RETRY_PAGE).await?;
+            for delivery in &page {
+                if state.store.requeue(delivery.id, now).await? {
+                    requeued += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == RETRY_PAGE => cursor = Some(last.id),
+                _ => break,
+            }
+        }
+    }
+    if requeued > 0 {
+        state.wake.notify_one();
+    }
+    tracing::info!(requeued, "deliveries queued again by filter");
+    Ok(Json(json!({ "requeued": requeued })))
 }

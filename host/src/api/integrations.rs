@@ -5,12 +5,14 @@
 //! plugin takes (or `["*"]`); secrets are ones the plugin declares, and secrets are not passed
 //! as settings; the plugin's own `validate-config` accepts the settings (its messages go back
 //! to the admin, 422). Secrets are sealed (`crypto::seal`) before they reach the store and are
-//! never returned: only a hint. Enabling an integration sends its paused deliveries.
+//! never returned: only a hint (a secret the host generates — the webhook's HMAC secret when
+//! none is given — is shown once, in the answer that created it). Enabling an integration
+//! sends its paused deliveries. `…/test` sends a sample event and answers with the outcome.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use canopy_events::EventKind;
 use serde::{Deserialize, Serialize};
@@ -34,6 +36,7 @@ pub fn router() -> Router<AppState> {
             "/v1/integrations/{id}",
             get(show).patch(update).delete(remove),
         )
+        .route("/v1/integrations/{id}/test", post(test))
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +96,10 @@ pub struct IntegrationOut {
     pub rate_limit: Option<RateLimit>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Secrets the host generated for this request, shown this once (the webhook's HMAC
+    /// secret when `auth` is `hmac` and none was given).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub generated_secrets: BTreeMap<String, String>,
 }
 
 impl From<Integration> for IntegrationOut {
@@ -110,6 +117,7 @@ impl From<Integration> for IntegrationOut {
             rate_limit: i.rate_limit,
             created_at: i.created_at,
             updated_at: i.updated_at,
+            generated_secrets: BTreeMap::new(),
         }
     }
 }
@@ -139,10 +147,13 @@ async fn create(
         .map(|(n, v)| (n, Some(v)))
         .collect();
     seal_secrets(&state, &mut integration, secrets);
+    let generated = generate_missing_secrets(&state, &mut integration);
     check(&state, &integration).await?;
     state.store.create_integration(&integration).await?;
     tracing::info!(integration = %integration.id, plugin = %integration.plugin, "integration created");
-    Ok((StatusCode::CREATED, Json(IntegrationOut::from(integration))))
+    let mut out = IntegrationOut::from(integration);
+    out.generated_secrets = generated;
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -201,6 +212,8 @@ async fn update(
     if let Some(rate_limit) = patch.rate_limit {
         candidate.rate_limit = rate_limit;
     }
+    let generated = generate_missing_secrets(&state, &mut candidate);
+    let secrets_changed = patch.secrets.is_some() || !generated.is_empty();
     check(&state, &candidate).await?;
     let wanted = candidate;
     let updated = state
@@ -218,7 +231,7 @@ async fn update(
                 if patch.settings.is_some() {
                     i.settings = wanted.settings;
                 }
-                if patch.secrets.is_some() {
+                if secrets_changed {
                     i.secrets = wanted.secrets;
                 }
                 if patch.enabled.is_some() {
@@ -237,7 +250,83 @@ async fn update(
     }
     state.worker.rates.forget(id);
     tracing::info!(integration = %id, enabled = updated.enabled, "integration updated");
-    Ok(Json(updated.into()))
+    let mut out = IntegrationOut::from(updated);
+    out.generated_secrets = generated;
+    Ok(Json(out))
+}
+
+/// `POST /v1/integrations/{id}/test[?event=<type>]`: sends a sample event — of the given
+/// type, else the integration's first subscribed type — through the real plugin and network
+/// path, and answers with the outcome, the request as sent (secrets redacted) and the
+/// response excerpt. Nothing is stored.
+async fn test(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<TestQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let integration = state
+        .store
+        .integration(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    let kind = match &query.event {
+        Some(key) => {
+            let kind: EventKind = key.parse().map_err(|e: canopy_events::UnknownEventKind| {
+                ApiError::bad_request("unknown_event", e.to_string())
+            })?;
+            if !integration.subscribes_to(key) {
+                return Err(ApiError::unprocessable(
+                    "not_subscribed",
+                    format!("the integration does not take `{key}` events"),
+                ));
+            }
+            kind
+        }
+        None => integration
+            .events
+            .iter()
+            .find_map(|e| e.parse::<EventKind>().ok())
+            .unwrap_or(EventKind::ALL[0]),
+    };
+    let outcome = state
+        .worker
+        .test(&integration, kind.sample_json().to_owned())
+        .await;
+    tracing::info!(integration = %id, event = kind.key(), outcome = outcome.outcome, "integration tested");
+    Ok(Json(json!({ "event": kind.key(), "result": outcome })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestQuery {
+    pub event: Option<String>,
+}
+
+/// The webhook's HMAC secret, when `auth` is `hmac` and none is set: `whsec_` + base64 of 24
+/// random bytes (SPEC.md §3), sealed like any secret and returned to the admin once.
+fn generate_missing_secrets(
+    state: &AppState,
+    integration: &mut Integration,
+) -> BTreeMap<String, String> {
+    use base64::Engine as _;
+    let mut generated = BTreeMap::new();
+    let wants_hmac = integration.plugin == "webhook"
+        && integration.settings.get("auth").and_then(Value::as_str) == Some("hmac");
+    if wants_hmac && !integration.secrets.contains_key("webhook_secret") {
+        let bytes: [u8; 24] = crate::crypto::seal::random_bytes();
+        let secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        );
+        seal_secrets(
+            state,
+            integration,
+            BTreeMap::from([("webhook_secret".to_owned(), Some(secret.clone()))]),
+        );
+        generated.insert("webhook_secret".to_owned(), secret);
+    }
+    generated
 }
 
 async fn remove(

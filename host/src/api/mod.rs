@@ -1,11 +1,12 @@
 //! The HTTP API of SPEC.md §7, one module per resource, each with its `router()`:
-//! [`ingest`] (`POST /v1/events`, ingest token), [`integrations`] and [`deliveries`] (admin
-//! token). Every error a client sees has one JSON shape, `{"error": {"code", "message"}}`
+//! [`ingest`] (`POST /v1/events`, ingest token), [`plugins`], [`integrations`] and
+//! [`deliveries`] (admin token). Every error a client sees has one JSON shape, `{"error": {"code", "message"}}`
 //! (plus `details` where there is more to say), and never carries internals or secrets.
 
 pub mod deliveries;
 pub mod ingest;
 pub mod integrations;
+pub mod plugins;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;

@@ -54,6 +54,21 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
 }
 
+/// What a Test send came to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestOutcome {
+    /// `succeeded`, `retry` (a delivery would be tried again), `failed` or `skipped`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The `webhook-id` the test request carried.
+    pub delivery_id: String,
+    pub plugin_version: String,
+    pub duration_ms: u64,
+    /// The requests as sent (secrets redacted) and their responses (excerpts).
+    pub exchanges: Vec<Exchange>,
+}
+
 /// What one attempt produced, before the schedule is applied.
 struct Tried {
     result: AttemptResult,
@@ -127,15 +142,50 @@ impl Worker {
             return self.finish(&delivery, tried, now, Instant::now()).await;
         };
         let started = Instant::now();
+        let delivery_id = delivery.id.to_string();
         let tried = self
-            .attempt(&delivery, &integration, plugin, event_json, now)
+            .attempt(&delivery_id, &integration, plugin, event_json, now)
             .await;
         self.finish(&delivery, tried, now, started).await
     }
 
+    /// The Test button: one attempt of `event_json` through the integration's real plugin and
+    /// network path, answered directly; nothing is stored, no rate limit or schedule applies.
+    pub async fn test(&self, integration: &Integration, event_json: String) -> TestOutcome {
+        let id = crate::store::new_id().to_string();
+        let now = Timestamp::now();
+        let started = Instant::now();
+        let tried = match self.plugins.get(&integration.plugin) {
+            Some(plugin) => {
+                self.attempt(&id, integration, plugin, event_json, now)
+                    .await
+            }
+            None => Tried::without_request(
+                AttemptResult::Failed {
+                    reason: format!("the plugin `{}` is not installed", integration.plugin),
+                },
+                "",
+            ),
+        };
+        let (outcome, reason) = match tried.result {
+            AttemptResult::Delivered => ("succeeded", None),
+            AttemptResult::Retry { reason, .. } => ("retry", Some(reason)),
+            AttemptResult::Failed { reason } => ("failed", Some(reason)),
+            AttemptResult::Skipped { reason } => ("skipped", Some(reason)),
+        };
+        TestOutcome {
+            outcome,
+            reason,
+            delivery_id: id,
+            plugin_version: tried.plugin_version,
+            duration_ms: started.elapsed().as_millis() as u64,
+            exchanges: tried.exchanges,
+        }
+    }
+
     async fn attempt(
         &self,
-        delivery: &Delivery,
+        delivery_id: &str,
         integration: &Integration,
         plugin: Arc<Plugin>,
         event_json: String,
@@ -174,11 +224,10 @@ impl Worker {
             Err(error) => return fail(error, vec![]),
         };
 
-        let delivery_id = delivery.id.to_string();
         let mut exchanges = Vec::with_capacity(requests.len());
         for request in &requests {
             let attempt = request::Attempt {
-                delivery_id: &delivery_id,
+                delivery_id,
                 timestamp: now.unix_seconds(),
             };
             let allowed = &plugin.info().allowed_hosts;

@@ -17,6 +17,14 @@ pub fn component(id: &str) -> Option<&'static [u8]> {
         .map(|(_, bytes)| *bytes)
 }
 
+/// Every bundled plugin: its id and component bytes.
+pub fn components() -> impl Iterator<Item = (&'static str, &'static [u8])> {
+    BUNDLED.iter().map(|(package, bytes)| {
+        let id = package.strip_prefix("canopy-plugin-").unwrap_or(package);
+        (id, *bytes)
+    })
+}
+
 /// Compiles every bundled plugin and activates it; returns them in bundle order.
 pub fn install(
     runtime: &Runtime,

@@ -35,7 +35,7 @@ pub use bindings::CONTRACT_VERSION;
 pub use error::{LoadError, PluginError};
 pub use host::PluginLog;
 pub use limits::*;
-pub use plugin::{Call, Plugin, Usage};
+pub use plugin::{Call, Plugin, Usage, component_digest};
 pub use registry::PluginRegistry;
 pub use types::*;
 

@@ -59,6 +59,11 @@ fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u128(d.as_micros())
 }
 
+/// `sha256:<hex>` of component bytes: how a plugin version is identified.
+pub fn component_digest(bytes: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(bytes))
+}
+
 /// A live instance: its store and typed exports.
 pub(crate) struct Instance {
     store: Store<InstanceState>,
@@ -94,7 +99,7 @@ impl Plugin {
             runtime,
             pre,
             info: placeholder_info(),
-            digest: format!("sha256:{:x}", Sha256::digest(bytes)),
+            digest: component_digest(bytes),
             size: bytes.len(),
             generation,
             id: Arc::from("(loading)"),

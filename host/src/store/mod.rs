@@ -457,6 +457,22 @@ pub struct Purged {
     pub events: u64,
 }
 
+/// One uploaded (or bundled) version of a plugin. Its component is kept by digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVersion {
+    pub plugin: String,
+    /// 1, 2, … in the order versions were added.
+    pub number: u32,
+    /// The version the plugin describes itself with.
+    pub version: String,
+    /// `sha256:<hex>` of the component.
+    pub digest: String,
+    pub size: usize,
+    pub added_at: Timestamp,
+    /// Shipped inside the binary.
+    pub bundled: bool,
+}
+
 /// A delivery with every attempt, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryDetail {
@@ -560,6 +576,39 @@ pub trait Store: Send + Sync + 'static {
     async fn purge(&self, cutoff: Timestamp) -> Result<Purged, StoreError>;
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    // ---- plugins --------------------------------------------------------------------------
+
+    /// Stores a new version of a plugin (numbered after the last) with its component, and
+    /// makes it the active one, in one atomic write.
+    async fn add_plugin_version(
+        &self,
+        plugin: &str,
+        version: &str,
+        bundled: bool,
+        component: &[u8],
+        now: Timestamp,
+    ) -> Result<PluginVersion, StoreError>;
+    /// Every stored version of a plugin, oldest first.
+    async fn plugin_versions(&self, plugin: &str) -> Result<Vec<PluginVersion>, StoreError>;
+    /// The active version of every stored plugin.
+    async fn active_plugin_versions(&self) -> Result<Vec<PluginVersion>, StoreError>;
+    /// Makes a stored version the active one.
+    async fn activate_plugin_version(&self, plugin: &str, number: u32) -> Result<(), StoreError>;
+    async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes a plugin with its versions, and remembers that it was removed (a bundled
+    /// plugin is not installed again).
+    async fn delete_plugin(&self, plugin: &str) -> Result<bool, StoreError>;
+    async fn plugin_removed(&self, plugin: &str) -> Result<bool, StoreError>;
+
+    /// Replaces every integration's secrets (re-sealed under a new key) and the key's
+    /// fingerprint in one atomic write.
+    async fn rekey(
+        &self,
+        integrations: Vec<Integration>,
+        fingerprint_name: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError>;
 
     // ---- metadata -------------------------------------------------------------------------
 

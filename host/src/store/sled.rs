@@ -17,7 +17,9 @@
 //! | `e` | event key ‖ 0 ‖ delivery id | — (log filter) |
 //! | `s` | status ‖ delivery id | — (log filter) |
 //! | `c` | lowercased email or name ‖ 0 ‖ delivery id | — (log filter) |
-//! | `M` | name | metadata |
+//! | `V` | plugin id ‖ 0 ‖ version number | [`PluginVersion`] |
+//! | `W` | component digest | component bytes |
+//! | `M` | name | metadata (active plugin versions: `plugin-active:<id>`) |
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -43,6 +45,8 @@ const BY_EVENT: u8 = b'e';
 const BY_STATUS: u8 = b's';
 const BY_CUSTOMER: u8 = b'c';
 const META: u8 = b'M';
+const PLUGIN_VERSION: u8 = b'V';
+const COMPONENT: u8 = b'W';
 
 /// sled's page cache. Its default (1 GiB) is far more than a delivery queue needs.
 const CACHE_BYTES: u64 = 64 << 20;
@@ -612,6 +616,155 @@ impl Store for SledStore {
         Ok(())
     }
 
+    async fn add_plugin_version(
+        &self,
+        plugin: &str,
+        version: &str,
+        bundled: bool,
+        component: &[u8],
+        now: Timestamp,
+    ) -> Result<PluginVersion, StoreError> {
+        let added = {
+            let _write = self.lock();
+            let last = self
+                .db
+                .scan_prefix(plugin_prefix(plugin))
+                .values()
+                .next_back()
+                .transpose()?
+                .map(|v| decode::<PluginVersion>(&v, "plugin version"))
+                .transpose()?
+                .map_or(0, |v| v.number);
+            let added = PluginVersion {
+                plugin: plugin.to_owned(),
+                number: last + 1,
+                version: version.to_owned(),
+                digest: crate::runtime::component_digest(component),
+                size: component.len(),
+                added_at: now,
+                bundled,
+            };
+            let mut batch = ::sled::Batch::default();
+            batch.insert(key(COMPONENT, added.digest.as_bytes()), component);
+            batch.insert(plugin_version_key(plugin, added.number), encode(&added));
+            batch.insert(active_key(plugin), &added.number.to_be_bytes());
+            batch.remove(removed_key(plugin));
+            self.db.apply_batch(batch)?;
+            added
+        };
+        self.db.flush_async().await?;
+        Ok(added)
+    }
+
+    async fn plugin_versions(&self, plugin: &str) -> Result<Vec<PluginVersion>, StoreError> {
+        self.db
+            .scan_prefix(plugin_prefix(plugin))
+            .values()
+            .map(|v| decode(&v?, "plugin version"))
+            .collect()
+    }
+
+    async fn active_plugin_versions(&self) -> Result<Vec<PluginVersion>, StoreError> {
+        let mut active = Vec::new();
+        for item in self.db.scan_prefix(key(META, ACTIVE_PREFIX.as_bytes())) {
+            let (k, v) = item?;
+            let plugin = String::from_utf8_lossy(&k[1 + ACTIVE_PREFIX.len()..]).into_owned();
+            let number: [u8; 4] = v[..].try_into().map_err(|e| corrupt("active plugin", e))?;
+            let number = u32::from_be_bytes(number);
+            if let Some(version) =
+                self.get(&plugin_version_key(&plugin, number), "plugin version")?
+            {
+                active.push(version);
+            }
+        }
+        Ok(active)
+    }
+
+    async fn activate_plugin_version(&self, plugin: &str, number: u32) -> Result<(), StoreError> {
+        if !self.db.contains_key(plugin_version_key(plugin, number))? {
+            return Err(StoreError::Rejected(format!(
+                "the plugin `{plugin}` has no version {number}"
+            )));
+        }
+        self.db.insert(active_key(plugin), &number.to_be_bytes())?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .get(key(COMPONENT, digest.as_bytes()))?
+            .map(|v| v.to_vec()))
+    }
+
+    async fn delete_plugin(&self, plugin: &str) -> Result<bool, StoreError> {
+        let removed = {
+            let _write = self.lock();
+            let versions: Vec<PluginVersion> = self
+                .db
+                .scan_prefix(plugin_prefix(plugin))
+                .values()
+                .map(|v| decode(&v?, "plugin version"))
+                .collect::<Result<_, _>>()?;
+            if versions.is_empty() {
+                return Ok(false);
+            }
+            // Components are shared by digest; keep those another plugin still refers to.
+            let mut in_use = std::collections::HashSet::new();
+            for item in self.db.scan_prefix([PLUGIN_VERSION]).values() {
+                let version: PluginVersion = decode(&item?, "plugin version")?;
+                if version.plugin != plugin {
+                    in_use.insert(version.digest);
+                }
+            }
+            let mut batch = ::sled::Batch::default();
+            for version in &versions {
+                batch.remove(plugin_version_key(plugin, version.number));
+                if !in_use.contains(&version.digest) {
+                    batch.remove(key(COMPONENT, version.digest.as_bytes()));
+                }
+            }
+            batch.remove(active_key(plugin));
+            batch.insert(removed_key(plugin), &[1u8] as &[u8]);
+            self.db.apply_batch(batch)?;
+            true
+        };
+        self.db.flush_async().await?;
+        Ok(removed)
+    }
+
+    async fn plugin_removed(&self, plugin: &str) -> Result<bool, StoreError> {
+        Ok(self.db.contains_key(removed_key(plugin))?)
+    }
+
+    async fn rekey(
+        &self,
+        integrations: Vec<Integration>,
+        fingerprint_name: &str,
+        fingerprint: &str,
+    ) -> Result<(), StoreError> {
+        {
+            let _write = self.lock();
+            let mut batch = ::sled::Batch::default();
+            for integration in &integrations {
+                let k = key(INTEGRATION, integration.id.as_bytes());
+                let Some(mut current) = self.get::<Integration>(&k, "integration")? else {
+                    continue;
+                };
+                current.secrets = integration.secrets.clone();
+                batch.insert(k, encode(&current));
+            }
+            batch.insert(
+                key(META, fingerprint_name.as_bytes()),
+                fingerprint.as_bytes(),
+            );
+            self.db.apply_batch(batch)?;
+        }
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
     async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
         match self.db.get(key(META, name.as_bytes()))? {
             Some(v) => String::from_utf8(v.to_vec())
@@ -682,6 +835,28 @@ fn derived_keys(d: &Delivery) -> Vec<Vec<u8>> {
         keys.push(key2(PAUSED, d.integration_id.as_bytes(), id));
     }
     keys
+}
+
+const ACTIVE_PREFIX: &str = "plugin-active:";
+
+fn plugin_prefix(plugin: &str) -> Vec<u8> {
+    let mut k = key(PLUGIN_VERSION, plugin.as_bytes());
+    k.push(0);
+    k
+}
+
+fn plugin_version_key(plugin: &str, number: u32) -> Vec<u8> {
+    let mut k = plugin_prefix(plugin);
+    k.extend_from_slice(&number.to_be_bytes());
+    k
+}
+
+fn active_key(plugin: &str) -> Vec<u8> {
+    key(META, format!("{ACTIVE_PREFIX}{plugin}").as_bytes())
+}
+
+fn removed_key(plugin: &str) -> Vec<u8> {
+    key(META, format!("plugin-removed:{plugin}").as_bytes())
 }
 
 fn customer_key_prefix(term: &str) -> Vec<u8> {

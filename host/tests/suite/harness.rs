@@ -215,3 +215,29 @@ pub fn header<'a>(request: &'a wiremock::Request, name: &str) -> &'a str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_else(|| panic!("no {name} header"))
 }
+
+impl Canopy {
+    /// `PUT /v1/plugins/{id}` with component bytes.
+    pub async fn upload(
+        &self,
+        id: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .put(format!("{}/v1/plugins/{id}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}

@@ -2,6 +2,7 @@
 //! `plugins/` and `tests/components/` (see `canopy-test-support`); the CLI is the real
 //! `canopy` binary; the server runs on a loopback port.
 
+mod admin;
 mod cli;
 mod crash;
 mod destinations;

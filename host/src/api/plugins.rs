@@ -1,0 +1,283 @@
+//! Plugins (SPEC.md §6, §7): `GET /v1/plugins`, `GET /v1/plugins/{id}`,
+//! `PUT /v1/plugins/{id}` (the component bytes, `application/wasm`),
+//! `GET /v1/plugins/{id}/versions`, `POST /v1/plugins/{id}/rollback`, `DELETE /v1/plugins/{id}`.
+//!
+//! An upload is compiled and checked (size, wasm, component, contract, world, `describe`)
+//! before anything changes; a refused upload answers 413 or 422 with the reason and leaves the
+//! active version as it was. An accepted one is stored as a new numbered version (with its
+//! digest) and activated atomically: deliveries in flight finish on the version they started
+//! with. Plugin changes are serialised, so the stored active version and the running one agree.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use axum::body::Bytes;
+
+use super::ApiError;
+use crate::runtime::{Plugin, PluginInfo};
+use crate::server::AppState;
+use crate::store::{PluginVersion, Timestamp};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/plugins", get(list))
+        .route("/v1/plugins/{id}", get(show).put(upload).delete(remove))
+        .route("/v1/plugins/{id}/versions", get(versions))
+        .route("/v1/plugins/{id}/rollback", post(rollback))
+}
+
+/// A plugin as the API shows it: what it describes (with its settings schema, for a form),
+/// and which stored version is active.
+#[derive(Debug, Serialize)]
+pub struct PluginOut {
+    #[serde(flatten)]
+    pub info: PluginInfo,
+    pub digest: String,
+    pub size: usize,
+    /// The active stored version's number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number: Option<u32>,
+    pub bundled: bool,
+}
+
+/// A stored version, and whether it is the active one.
+#[derive(Debug, Serialize)]
+pub struct VersionOut {
+    #[serde(flatten)]
+    pub version: PluginVersion,
+    pub active: bool,
+}
+
+/// `POST …/rollback`: which version to return to (default: the one before the active one).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackIn {
+    pub number: Option<u32>,
+}
+
+async fn describe(state: &AppState, plugin: &Plugin) -> Result<PluginOut, ApiError> {
+    let versions = state.store.plugin_versions(plugin.id()).await?;
+    let stored = versions.iter().rev().find(|v| v.digest == plugin.digest());
+    Ok(PluginOut {
+        info: plugin.info().clone(),
+        digest: plugin.digest().to_owned(),
+        size: plugin.size(),
+        number: stored.map(|v| v.number),
+        bundled: stored.is_some_and(|v| v.bundled),
+    })
+}
+
+fn active(state: &AppState, id: &str) -> Result<Arc<Plugin>, ApiError> {
+    state
+        .plugins
+        .get(id)
+        .ok_or_else(|| ApiError::not_found("plugin"))
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let mut plugins = Vec::new();
+    for plugin in state.plugins.list() {
+        plugins.push(describe(&state, &plugin).await?);
+    }
+    Ok(Json(json!({ "plugins": plugins })))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PluginOut>, ApiError> {
+    let plugin = active(&state, &id)?;
+    Ok(Json(describe(&state, &plugin).await?))
+}
+
+async fn versions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let versions = state.store.plugin_versions(&id).await?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found("plugin"));
+    }
+    let running = state.plugins.get(&id).map(|p| p.digest().to_owned());
+    let active_number = versions
+        .iter()
+        .rev()
+        .find(|v| Some(&v.digest) == running.as_ref())
+        .map(|v| v.number);
+    let versions: Vec<VersionOut> = versions
+        .into_iter()
+        .map(|version| VersionOut {
+            active: Some(version.number) == active_number,
+            version,
+        })
+        .collect();
+    Ok(Json(json!({ "versions": versions })))
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<PluginOut>), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !matches!(
+        content_type,
+        "application/wasm" | "application/octet-stream"
+    ) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the component bytes with `Content-Type: application/wasm`",
+        ));
+    }
+    let limit = state.runtime.limits().component_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "plugin_too_large",
+            format!("the component is over the limit of {limit} bytes"),
+        )
+    })?;
+    let runtime = state.runtime.clone();
+    let checked = bytes.clone();
+    let plugin = tokio::task::spawn_blocking(move || runtime.load(&checked))
+        .await
+        .map_err(|e| ApiError::unprocessable("invalid_plugin", format!("the check was lost: {e}")))?
+        .map_err(|e| ApiError::unprocessable("invalid_plugin", e.to_string()))?;
+    if plugin.id() != id {
+        return Err(ApiError::unprocessable(
+            "plugin_id_mismatch",
+            format!(
+                "the component describes itself as `{}`, not `{id}`; upload it to /v1/plugins/{}",
+                plugin.id(),
+                plugin.id()
+            ),
+        ));
+    }
+
+    let _serialised = state.plugin_changes.lock().await;
+    let previous = state.plugins.get(&id);
+    if let Some(previous) = &previous
+        && previous.digest() == plugin.digest()
+    {
+        // The same component again: nothing to change.
+        return Ok((StatusCode::OK, Json(describe(&state, previous).await?)));
+    }
+    let stored = state
+        .store
+        .add_plugin_version(&id, &plugin.info().version, false, &bytes, Timestamp::now())
+        .await?;
+    let plugin = Arc::new(plugin);
+    state.plugins.activate(plugin.clone());
+    tracing::info!(plugin = %id, version = %stored.version, number = stored.number, digest = %stored.digest, "plugin activated");
+    let status = if previous.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(describe(&state, &plugin).await?)))
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<PluginOut>, ApiError> {
+    let wanted = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<RollbackIn>(&body)
+            .map_err(|e| {
+                ApiError::bad_request("invalid_json", format!("the body does not fit: {e}"))
+            })?
+            .number
+    };
+    let _serialised = state.plugin_changes.lock().await;
+    let versions = state.store.plugin_versions(&id).await?;
+    let current = active(&state, &id)?;
+    let active_number = versions
+        .iter()
+        .rev()
+        .find(|v| v.digest == current.digest())
+        .map(|v| v.number)
+        .unwrap_or(u32::MAX);
+    let target = match wanted {
+        Some(number) => versions
+            .iter()
+            .find(|v| v.number == number)
+            .ok_or_else(|| ApiError::not_found("plugin version"))?,
+        None => versions
+            .iter()
+            .rev()
+            .find(|v| v.number < active_number)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_earlier_version",
+                    format!("the plugin `{id}` has no version before the active one"),
+                )
+            })?,
+    };
+    let bytes = state
+        .store
+        .plugin_component(&target.digest)
+        .await?
+        .ok_or_else(|| ApiError::not_found("plugin component"))?;
+    let runtime = state.runtime.clone();
+    let plugin = tokio::task::spawn_blocking(move || runtime.load(&bytes))
+        .await
+        .map_err(|e| ApiError::unprocessable("invalid_plugin", format!("the check was lost: {e}")))?
+        .map_err(|e| ApiError::unprocessable("invalid_plugin", e.to_string()))?;
+    state
+        .store
+        .activate_plugin_version(&id, target.number)
+        .await?;
+    let plugin = Arc::new(plugin);
+    state.plugins.activate(plugin.clone());
+    tracing::info!(plugin = %id, number = target.number, version = %target.version, "plugin rolled back");
+    Ok(Json(describe(&state, &plugin).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let _serialised = state.plugin_changes.lock().await;
+    let users: Vec<String> = state
+        .store
+        .integrations()
+        .await?
+        .into_iter()
+        .filter(|i| i.plugin == id)
+        .map(|i| format!("{} ({})", i.name, i.id))
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "plugin_in_use",
+            format!(
+                "the plugin `{id}` is used by {} integration(s): {}; delete or move them first",
+                users.len(),
+                users.join(", ")
+            ),
+        ));
+    }
+    let was_active = state.plugins.remove(&id).is_some();
+    let was_stored = state.store.delete_plugin(&id).await?;
+    if !was_active && !was_stored {
+        return Err(ApiError::not_found("plugin"));
+    }
+    tracing::info!(plugin = %id, "plugin deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
