@@ -15,11 +15,13 @@ use axum::extract::State;
 use axum::http::header;
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{self, Role};
 use crate::config::Config;
@@ -324,33 +326,84 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
-/// The API router.
-pub fn app(state: AppState) -> Router {
+/// Every route with its OpenAPI description: routes are registered through `routes!`, so a
+/// route cannot exist without being in the document. Token checks are layered per group.
+pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
     let ingest = api::ingest::router().route_layer(from_fn_with_state(state.clone(), |s, r, n| {
         api::require(Role::Ingest, s, r, n)
     }));
-    let admin = api::integrations::router()
+    let admin = api::plugins::router()
+        .merge(api::integrations::router())
         .merge(api::deliveries::router())
-        .merge(api::plugins::router())
         .route_layer(from_fn_with_state(state.clone(), |s, r, n| {
             api::require(Role::Admin, s, r, n)
         }));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
         .merge(ingest)
         .merge(admin)
+}
+
+/// The OpenAPI document of the whole HTTP API.
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    api(state).into_openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Canopy",
+        description = "Carries loyalty events to marketing platforms through sandboxed WebAssembly destination plugins.",
+    ),
+    modifiers(&BearerTokens),
+    tags(
+        (name = "ingest", description = "Events from the loyalty backend (ingest token)"),
+        (name = "plugins", description = "Destination plugins (admin token)"),
+        (name = "integrations", description = "Configured destinations (admin token)"),
+        (name = "deliveries", description = "The delivery log (admin token)"),
+        (name = "operations", description = "Health, metrics, this document (no token)"),
+    )
+)]
+struct ApiDoc;
+
+/// The two bearer tokens, as security schemes.
+struct BearerTokens;
+
+impl utoipa::Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["admin_token", "ingest_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// The API router.
+pub fn app(state: AppState) -> Router {
+    let (router, document) = api(&state).split_for_parts();
+    let document = document.to_json().expect("the OpenAPI document serialises");
+    router
+        .layer(Extension(OpenApiJson(Arc::from(document))))
         .fallback(|| async { api::ApiError::not_found("route") })
         .with_state(state)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
     version: &'static str,
+    /// Active plugins.
     plugins: usize,
 }
 
+/// Liveness and the number of active plugins.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 async fn healthz(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok",
@@ -359,6 +412,11 @@ async fn healthz(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
+)]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, api::ApiError> {
     let depth = state.store.queue_depth(Timestamp::now()).await?;
     Ok((
@@ -366,6 +424,22 @@ async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, api
         state.metrics.render(depth),
     ))
 }
+
+/// This document.
+#[utoipa::path(
+    get, path = "/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of the HTTP API", body = Object))
+)]
+async fn openapi_json(Extension(document): Extension<OpenApiJson>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.0.to_string(),
+    )
+}
+
+/// The document, serialised once at start.
+#[derive(Clone)]
+struct OpenApiJson(Arc<str>);
 
 /// Serves until `shutdown` resolves; see the module docs for the order of shutdown.
 pub async fn run(

@@ -8,41 +8,96 @@
 //! case-insensitive), `status`, `from` / `to` (RFC 3339, creation time), `limit` (1–500,
 //! default 50) and `cursor` (the `next_cursor` of the previous page).
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
-use super::ApiError;
 use super::integrations::parse_id;
+use super::{ApiError, ErrorBody};
 use crate::server::AppState;
-use crate::store::{DeliveryFilter, DeliveryStatus, Timestamp};
+use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/deliveries", get(list))
-        .route("/v1/deliveries/retry", post(retry_matching))
-        .route("/v1/deliveries/{id}", get(show))
-        .route("/v1/deliveries/{id}/retry", post(retry))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(retry_matching))
+        .routes(routes!(show))
+        .routes(routes!(retry))
 }
 
 /// The query string of the list.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Integration id.
     pub integration: Option<String>,
+    /// Event type (`seeds.earned.order`).
     pub event: Option<String>,
+    /// An email or a name, matched whole, case-insensitively.
     pub customer: Option<String>,
+    /// pending, retrying, succeeded, failed, exhausted, skipped or paused.
     pub status: Option<String>,
+    /// Created at or after (RFC 3339).
     pub from: Option<String>,
+    /// Created at or before (RFC 3339).
     pub to: Option<String>,
+    /// Page size, 1 to 500 (default 50). Not for the bulk retry.
     pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page. Not for the bulk retry.
     pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryPage {
+    /// Newest first.
+    pub deliveries: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// A delivery with every attempt (`attempts` is the list here, the count in the list).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryDetailOut {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub integration_id: Uuid,
+    pub plugin: String,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub customer_name: Option<String>,
+    pub status: DeliveryStatus,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Timestamp>,
+    /// Oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Requeued {
+    pub id: Uuid,
+    pub status: DeliveryStatus,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkRequeued {
+    /// How many deliveries were queued again.
+    pub requeued: u64,
 }
 
 impl ListQuery {
@@ -76,10 +131,21 @@ impl ListQuery {
     }
 }
 
+/// The delivery log, newest first.
+#[utoipa::path(
+    get, path = "/v1/deliveries", tag = "deliveries",
+    security(("admin_token" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, body = DeliveryPage),
+        (status = 400, description = "A filter that cannot be read", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     let filter = query.filter()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -93,31 +159,70 @@ async fn list(
     let next_cursor = (deliveries.len() == limit)
         .then(|| deliveries.last().map(|d| d.id))
         .flatten();
-    Ok(Json(
-        json!({ "deliveries": deliveries, "next_cursor": next_cursor }),
-    ))
+    Ok(Json(DeliveryPage {
+        deliveries,
+        next_cursor,
+    }))
 }
 
+/// One delivery with every attempt.
+#[utoipa::path(
+    get, path = "/v1/deliveries/{id}", tag = "deliveries",
+    security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "Delivery id")),
+    responses(
+        (status = 200, body = DeliveryDetailOut),
+        (status = 400, description = "Not an id", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryDetailOut>, ApiError> {
     let id = parse_id(&id)?;
     let detail = state
         .store
         .delivery(id)
         .await?
         .ok_or_else(|| ApiError::not_found("delivery"))?;
-    // The detail lists the attempts where the list shows their count.
-    let mut body = serde_json::to_value(&detail.delivery).unwrap_or_default();
-    body["attempts"] = serde_json::to_value(&detail.attempts).unwrap_or_default();
-    Ok(Json(body))
+    let d = detail.delivery;
+    Ok(Json(DeliveryDetailOut {
+        id: d.id,
+        event_id: d.event_id,
+        integration_id: d.integration_id,
+        plugin: d.plugin,
+        event: d.event,
+        customer_email: d.customer_email,
+        customer_name: d.customer_name,
+        status: d.status,
+        created_at: d.created_at,
+        updated_at: d.updated_at,
+        next_attempt_at: d.next_attempt_at,
+        last_error: d.last_error,
+        lease_until: d.lease_until,
+        attempts: detail.attempts,
+    }))
 }
 
+/// Queue a failed or exhausted delivery again.
+#[utoipa::path(
+    post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+    security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "Delivery id")),
+    responses(
+        (status = 202, description = "Queued; it goes out at once", body = Requeued),
+        (status = 400, description = "Not an id", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 409, description = "Not failed or exhausted (already queued, or delivered)", body = ErrorBody),
+    )
+)]
 async fn retry(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     let id = parse_id(&id)?;
     let Some(detail) = state.store.delivery(id).await? else {
         return Err(ApiError::not_found("delivery"));
@@ -135,17 +240,31 @@ async fn retry(
     state.wake.notify_one();
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "status": "pending" })),
+        Json(Requeued {
+            id,
+            status: DeliveryStatus::Pending,
+        }),
     ))
 }
 
 /// Deliveries requeued per store page by the bulk retry.
 const RETRY_PAGE: usize = 500;
 
+/// Queue again every failed or exhausted delivery the filters match.
+#[utoipa::path(
+    post, path = "/v1/deliveries/retry", tag = "deliveries",
+    security(("admin_token" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, body = BulkRequeued),
+        (status = 400, description = "A filter that cannot be read, or a status that cannot be retried", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+    )
+)]
 async fn retry_matching(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BulkRequeued>, ApiError> {
     if query.limit.is_some() || query.cursor.is_some() {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -188,5 +307,5 @@ async fn retry_matching(
         state.wake.notify_one();
     }
     tracing::info!(requeued, "deliveries queued again by filter");
-    Ok(Json(json!({ "requeued": requeued })))
+    Ok(Json(BulkRequeued { requeued }))
 }

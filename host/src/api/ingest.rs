@@ -8,30 +8,32 @@
 //! one the host disabled after repeated failures gets a `paused` one that goes out when it is
 //! re-enabled; one an admin disabled gets none.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use canopy_events::{Event, EventKind};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ErrorBody};
 use crate::server::AppState;
 use crate::store::{Delivery, DeliveryRef, EventRecord, Integration, NewEvent, Timestamp};
 
 /// Events in one batch at most (SPEC.md §7).
 pub const MAX_BATCH: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/events", post(ingest))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(ingest))
 }
 
 /// The answer for one event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventOut {
     pub id: Uuid,
     pub deliveries: Vec<DeliveryRef>,
@@ -40,6 +42,60 @@ pub struct EventOut {
     pub duplicate: bool,
 }
 
+/// A canonical event (SPEC.md §2): the envelope, then the event's own fields at top level
+/// (`amount`, `balance`, `tier`, …), kept as sent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventIn {
+    /// A UUID; assigned (UUIDv7) when absent. A repeated id is a no-op.
+    pub id: Option<Uuid>,
+    /// One of the 19 event types, such as `seeds.earned.order`.
+    pub event: String,
+    /// RFC 3339 in UTC.
+    pub timestamp: String,
+    pub customer: Option<CustomerIn>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CustomerIn {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub display_name: Option<String>,
+    pub shopify_customer_id: Option<String>,
+}
+
+/// One event, or a batch.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum IngestIn {
+    One(EventIn),
+    Batch {
+        /// 1 to 1,000 events, accepted whole or not at all.
+        events: Vec<EventIn>,
+    },
+}
+
+/// The answer for one event, or for a batch.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum IngestOut {
+    One(EventOut),
+    Batch { events: Vec<EventOut> },
+}
+
+/// Ingest one event or a batch.
+#[utoipa::path(
+    post, path = "/v1/events", tag = "ingest",
+    security(("ingest_token" = [])),
+    request_body = IngestIn,
+    responses(
+        (status = 202, description = "Stored durably with its deliveries", body = IngestOut),
+        (status = 200, description = "Every event was ingested before: the original answer", body = IngestOut),
+        (status = 400, description = "Bad JSON, an unknown or missing event type, a bad envelope", body = ErrorBody),
+        (status = 401, description = "No or wrong ingest token", body = ErrorBody),
+        (status = 413, description = "Body over the size limit", body = ErrorBody),
+    )
+)]
 async fn ingest(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let limit = state.config.delivery.max_ingest_body_kib << 10;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {

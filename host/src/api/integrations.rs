@@ -9,19 +9,22 @@
 //! none is given — is shown once, in the answer that created it). Enabling an integration
 //! sends its paused deliveries. `…/test` sends a sample event and answers with the outcome.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use canopy_events::EventKind;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-use super::{ApiError, ApiJson};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiJson, ErrorBody};
 use crate::crypto::secret::SecretValue;
+use crate::delivery::worker::TestOutcome;
 use crate::runtime::{Plugin, PluginConfig, RateLimit, Scope};
 use crate::server::AppState;
 use crate::store::{Integration, StoredSecret, Timestamp, new_id};
@@ -29,23 +32,24 @@ use crate::store::{Integration, StoredSecret, Timestamp, new_id};
 /// Longest integration name.
 const MAX_NAME_CHARS: usize = 200;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/integrations", get(list).post(create))
-        .route(
-            "/v1/integrations/{id}",
-            get(show).patch(update).delete(remove),
-        )
-        .route("/v1/integrations/{id}/test", post(test))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(test))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntegrationIn {
     pub name: String,
+    /// The id of an installed plugin.
     pub plugin: String,
+    /// Event types, or `["*"]` for all.
     pub events: Vec<String>,
+    /// The plugin's non-secret settings (`GET /v1/plugins/{id}` lists them).
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub settings: Map<String, Value>,
     #[serde(default)]
     pub secrets: BTreeMap<String, String>,
@@ -62,15 +66,17 @@ fn enabled_by_default() -> bool {
 /// A partial change: absent fields stay as they are. `settings` replaces the settings
 /// whole; in `secrets` a value sets a secret and `null` removes it; `rate_limit: null`
 /// returns to the plugin's limit.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntegrationPatch {
     pub name: Option<String>,
     pub events: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<Map<String, Value>>,
     pub secrets: Option<BTreeMap<String, Option<String>>>,
     pub enabled: Option<bool>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RateLimit>)]
     pub rate_limit: Option<Option<RateLimit>>,
 }
 
@@ -79,7 +85,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<RateL
     Option::<RateLimit>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IntegrationOut {
     pub id: Uuid,
     pub name: String,
@@ -122,6 +128,19 @@ impl From<Integration> for IntegrationOut {
     }
 }
 
+/// Create an integration.
+#[utoipa::path(
+    post, path = "/v1/integrations", tag = "integrations",
+    security(("admin_token" = [])),
+    request_body = IntegrationIn,
+    responses(
+        (status = 201, description = "Created; secrets shown as hints only", body = IntegrationOut),
+        (status = 400, description = "Bad JSON", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Unknown plugin, event type or secret, or settings the plugin refuses (its message)", body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<IntegrationIn>,
@@ -156,7 +175,21 @@ async fn create(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct IntegrationList {
+    pub integrations: Vec<IntegrationOut>,
+}
+
+/// List integrations.
+#[utoipa::path(
+    get, path = "/v1/integrations", tag = "integrations",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = IntegrationList),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+    )
+)]
+async fn list(State(state): State<AppState>) -> Result<Json<IntegrationList>, ApiError> {
     let integrations: Vec<IntegrationOut> = state
         .store
         .integrations()
@@ -164,9 +197,21 @@ async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
         .into_iter()
         .map(IntegrationOut::from)
         .collect();
-    Ok(Json(json!({ "integrations": integrations })))
+    Ok(Json(IntegrationList { integrations }))
 }
 
+/// One integration.
+#[utoipa::path(
+    get, path = "/v1/integrations/{id}", tag = "integrations",
+    security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "Integration id")),
+    responses(
+        (status = 200, body = IntegrationOut),
+        (status = 400, description = "Not an id", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such integration", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -180,6 +225,20 @@ async fn show(
     Ok(Json(integration.into()))
 }
 
+/// Change an integration: only the fields given. `enabled: true` sends its paused deliveries.
+#[utoipa::path(
+    patch, path = "/v1/integrations/{id}", tag = "integrations",
+    security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "Integration id")),
+    request_body = IntegrationPatch,
+    responses(
+        (status = 200, body = IntegrationOut),
+        (status = 400, description = "Bad JSON or id", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such integration", body = ErrorBody),
+        (status = 422, description = "The result would not be valid (the plugin's message)", body = ErrorBody),
+    )
+)]
 async fn update(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -259,11 +318,31 @@ async fn update(
 /// type, else the integration's first subscribed type — through the real plugin and network
 /// path, and answers with the outcome, the request as sent (secrets redacted) and the
 /// response excerpt. Nothing is stored.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestOut {
+    /// The event type of the sample sent.
+    pub event: String,
+    pub result: TestOutcome,
+}
+
+/// Send a sample event now, through the real plugin and network path.
+#[utoipa::path(
+    post, path = "/v1/integrations/{id}/test", tag = "integrations",
+    security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "Integration id"), TestQuery),
+    responses(
+        (status = 200, description = "The outcome, the request as sent (secrets redacted) and the response excerpt", body = TestOut),
+        (status = 400, description = "Bad id or event type", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such integration", body = ErrorBody),
+        (status = 422, description = "The integration does not take that event type", body = ErrorBody),
+    )
+)]
 async fn test(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<TestQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TestOut>, ApiError> {
     let id = parse_id(&id)?;
     let integration = state
         .store
@@ -294,12 +373,17 @@ async fn test(
         .test(&integration, kind.sample_json().to_owned())
         .await;
     tracing::info!(integration = %id, event = kind.key(), outcome = outcome.outcome, "integration tested");
-    Ok(Json(json!({ "event": kind.key(), "result": outcome })))
+    Ok(Json(TestOut {
+        event: kind.key().to_owned(),
+        result: outcome,
+    }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TestQuery {
+    /// The event type to send (default: the first subscribed type).
     pub event: Option<String>,
 }
 
@@ -329,6 +413,18 @@ fn generate_missing_secrets(
     generated
 }
 
+/// Delete an integration; its delivery log is kept.
+#[utoipa::path(
+    delete, path = "/v1/integrations/{id}", tag = "integrations",
+    security(("admin_token" = [])),
+    params(("id" = Uuid, Path, description = "Integration id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Not an id", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such integration", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,

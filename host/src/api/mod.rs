@@ -22,6 +22,23 @@ use crate::crypto::secret::SecretValue;
 use crate::server::AppState;
 use crate::store::StoreError;
 
+/// The error shape every route answers with (for the OpenAPI document).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_json`, `unknown_event`, `not_found`, …
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// More, where there is more to say (the valid event types, a batch index, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
 /// An error answered to a client.
 #[derive(Debug)]
 pub struct ApiError {

@@ -10,32 +10,32 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use axum::body::Bytes;
 
-use super::ApiError;
+use super::{ApiError, ErrorBody};
 use crate::runtime::{Plugin, PluginInfo};
 use crate::server::AppState;
 use crate::store::{PluginVersion, Timestamp};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/plugins", get(list))
-        .route("/v1/plugins/{id}", get(show).put(upload).delete(remove))
-        .route("/v1/plugins/{id}/versions", get(versions))
-        .route("/v1/plugins/{id}/rollback", post(rollback))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, upload, remove))
+        .routes(routes!(versions))
+        .routes(routes!(rollback))
 }
 
 /// A plugin as the API shows it: what it describes (with its settings schema, for a form),
 /// and which stored version is active.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PluginOut {
     #[serde(flatten)]
     pub info: PluginInfo,
@@ -48,7 +48,7 @@ pub struct PluginOut {
 }
 
 /// A stored version, and whether it is the active one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionOut {
     #[serde(flatten)]
     pub version: PluginVersion,
@@ -56,7 +56,7 @@ pub struct VersionOut {
 }
 
 /// `POST …/rollback`: which version to return to (default: the one before the active one).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackIn {
     pub number: Option<u32>,
@@ -81,14 +81,45 @@ fn active(state: &AppState, id: &str) -> Result<Arc<Plugin>, ApiError> {
         .ok_or_else(|| ApiError::not_found("plugin"))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PluginList {
+    pub plugins: Vec<PluginOut>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionList {
+    /// Oldest first.
+    pub versions: Vec<VersionOut>,
+}
+
+/// The active plugins.
+#[utoipa::path(
+    get, path = "/v1/plugins", tag = "plugins",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = PluginList),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+    )
+)]
+async fn list(State(state): State<AppState>) -> Result<Json<PluginList>, ApiError> {
     let mut plugins = Vec::new();
     for plugin in state.plugins.list() {
         plugins.push(describe(&state, &plugin).await?);
     }
-    Ok(Json(json!({ "plugins": plugins })))
+    Ok(Json(PluginList { plugins }))
 }
 
+/// One active plugin, with the schema of its settings and secrets.
+#[utoipa::path(
+    get, path = "/v1/plugins/{id}", tag = "plugins",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Plugin id")),
+    responses(
+        (status = 200, body = PluginOut),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -97,10 +128,21 @@ async fn show(
     Ok(Json(describe(&state, &plugin).await?))
 }
 
+/// Every stored version of a plugin.
+#[utoipa::path(
+    get, path = "/v1/plugins/{id}/versions", tag = "plugins",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Plugin id")),
+    responses(
+        (status = 200, body = VersionList),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+    )
+)]
 async fn versions(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionList>, ApiError> {
     let versions = state.store.plugin_versions(&id).await?;
     if versions.is_empty() {
         return Err(ApiError::not_found("plugin"));
@@ -118,9 +160,24 @@ async fn versions(
             version,
         })
         .collect();
-    Ok(Json(json!({ "versions": versions })))
+    Ok(Json(VersionList { versions }))
 }
 
+/// Load or upgrade a plugin: checked, stored as a new version, activated atomically.
+#[utoipa::path(
+    put, path = "/v1/plugins/{id}", tag = "plugins",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Plugin id; must be the id the component describes")),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses(
+        (status = 201, description = "A new plugin, active", body = PluginOut),
+        (status = 200, description = "A new version, active (or the same bytes again: unchanged)", body = PluginOut),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 413, description = "Over the component size limit", body = ErrorBody),
+        (status = 415, description = "Not application/wasm", body = ErrorBody),
+        (status = 422, description = "Not a valid destination component (the reason), or another id", body = ErrorBody),
+    )
+)]
 async fn upload(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,6 +246,20 @@ async fn upload(
     Ok((status, Json(describe(&state, &plugin).await?)))
 }
 
+/// Activate an earlier version (by default the one before the active one).
+#[utoipa::path(
+    post, path = "/v1/plugins/{id}/rollback", tag = "plugins",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Plugin id")),
+    request_body(content = Option<RollbackIn>, description = "Optional: the version number to activate"),
+    responses(
+        (status = 200, body = PluginOut),
+        (status = 400, description = "Bad JSON", body = ErrorBody),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such plugin or version", body = ErrorBody),
+        (status = 409, description = "No version before the active one", body = ErrorBody),
+    )
+)]
 async fn rollback(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -249,6 +320,18 @@ async fn rollback(
     Ok(Json(describe(&state, &plugin).await?))
 }
 
+/// Remove a plugin and its versions.
+#[utoipa::path(
+    delete, path = "/v1/plugins/{id}", tag = "plugins",
+    security(("admin_token" = [])),
+    params(("id" = String, Path, description = "Plugin id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such plugin", body = ErrorBody),
+        (status = 409, description = "Integrations use it", body = ErrorBody),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -55,7 +55,7 @@ pub struct Worker {
 }
 
 /// What a Test send came to.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct TestOutcome {
     /// `succeeded`, `retry` (a delivery would be tried again), `failed` or `skipped`.
     pub outcome: &'static str,

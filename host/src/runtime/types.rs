@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::bindings::types as wit;
 
 /// What `describe` says about a plugin, checked at load time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PluginInfo {
     pub id: String,
     pub name: String,
@@ -30,7 +30,7 @@ impl PluginInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SettingSpec {
     pub name: String,
     pub label: String,
@@ -43,7 +43,7 @@ pub struct SettingSpec {
     pub options: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SettingKind {
     Text,
@@ -55,7 +55,7 @@ pub enum SettingKind {
     TemplateMap,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RateLimit {
     pub requests: u32,
     pub per_seconds: u32,

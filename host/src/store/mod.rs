@@ -91,6 +91,19 @@ impl Serialize for Timestamp {
     }
 }
 
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some("RFC 3339, UTC, milliseconds"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
+
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
         let text = String::deserialize(d)?;
@@ -131,7 +144,7 @@ pub struct EventRecord {
 }
 
 /// A delivery as the ingest answer names it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeliveryRef {
     pub id: Uuid,
     pub integration: Uuid,
@@ -223,7 +236,7 @@ mod base64_bytes {
 }
 
 /// Where a delivery stands (SPEC.md §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for its first attempt.
@@ -303,7 +316,7 @@ impl FromStr for DeliveryStatus {
 }
 
 /// One event on its way to one integration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// UUIDv7: ordered by creation time. Also the `webhook-id` of every attempt.
     pub id: Uuid,
@@ -364,7 +377,7 @@ impl Delivery {
 }
 
 /// One try at a delivery: what was sent and what came back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attempt {
     /// 1 for the first attempt.
     pub number: u32,
@@ -381,7 +394,7 @@ pub struct Attempt {
 }
 
 /// One HTTP request of an attempt and its response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Exchange {
     pub request: SentRequest,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -392,10 +405,12 @@ pub struct Exchange {
 }
 
 /// A request as sent, secrets shown as `[secret:name]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SentRequest {
     pub method: String,
     pub url: String,
+    /// `[name, value]` pairs, in order.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub headers: Vec<(String, String)>,
     /// The body, cut to a bounded excerpt.
     pub body: String,
@@ -403,7 +418,7 @@ pub struct SentRequest {
 }
 
 /// A response, its body cut to a bounded excerpt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReceivedResponse {
     pub status: u16,
     pub body: String,
@@ -458,7 +473,7 @@ pub struct Purged {
 }
 
 /// One uploaded (or bundled) version of a plugin. Its component is kept by digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PluginVersion {
     pub plugin: String,
     /// 1, 2, … in the order versions were added.
