@@ -1,7 +1,8 @@
-//! Crash safety with the real `canopy` binary: events are ingested while the receiver is
-//! slow, the process is killed with SIGKILL mid-flight, restarted on the same data directory,
-//! and every delivery acknowledged with a 202 reaches the receiver at least once (counted by
-//! distinct `webhook-id`, which is the delivery id).
+//! The real `canopy` binary. Crash safety: events are ingested while the receiver is slow,
+//! the process is killed with SIGKILL mid-flight, restarted on the same data directory, and
+//! every delivery acknowledged with a 202 reaches the receiver at least once (counted by
+//! distinct `webhook-id`, which is the delivery id). Secrets: the logs never show one, and
+//! `canopy rotate-key` re-encrypts them all.
 
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -27,20 +28,31 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start(data: &std::path::Path) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_canopy"))
+fn serve(data: &std::path::Path, port: u16, key: &str, log: Stdio) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_canopy"));
+    command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CANOPY_DATA_DIR", data)
         .env("CANOPY_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("CANOPY_INGEST_TOKEN", INGEST_TOKEN)
-        .env("CANOPY_MASTER_KEY", MASTER_KEY)
+        .env("CANOPY_MASTER_KEY", key)
         .env("CANOPY_ALLOW_PRIVATE_NETWORKS", "true")
         .env("CANOPY_RETRY_SCHEDULE", "100ms,200ms,500ms,1s,2s")
         .env("CANOPY_WORKERS", "8")
         .env("CANOPY_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log);
+    command
+}
+
+async fn start(data: &std::path::Path) -> Server {
+    start_with(data, MASTER_KEY, Stdio::null(), &[]).await
+}
+
+async fn start_with(data: &std::path::Path, key: &str, log: Stdio, env: &[(&str, &str)]) -> Server {
+    let port = free_port();
+    let child = serve(data, port, key, log)
+        .envs(env.iter().copied())
         .spawn()
         .expect("the canopy binary starts");
     let server = Server {
@@ -163,6 +175,150 @@ async fn a_sigkill_mid_flight_loses_nothing() {
             missing.len(),
             acknowledged.len()
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+const TOKEN: &str = "bearer-SECRET-never-in-logs-6502";
+const HMAC_SECRET: &str = "whsec_c2VjcmV0LW5ldmVyLWluLWxvZ3MtNjUwMg==";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_show_a_secret_and_rotate_key_keeps_every_one() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("canopy.log");
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = start_with(
+        data.path(),
+        MASTER_KEY,
+        log.into(),
+        &[("CANOPY_LOG", "debug")],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/v1/integrations", server.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({
+            "name": "Hook", "plugin": "webhook", "events": ["*"],
+            "settings": {"url": format!("{}/hook", receiver.uri()), "auth": "bearer"},
+            "secrets": {"token": TOKEN, "webhook_secret": HMAC_SECRET}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let integration = created["id"].as_str().unwrap().to_owned();
+    let tested = client
+        .post(format!("{}/v1/integrations/{integration}/test", server.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tested.status(), StatusCode::OK);
+    let answer: Value = client
+        .post(format!("{}/v1/events", server.url))
+        .bearer_auth(INGEST_TOKEN)
+        .json(&fresh("tier.changed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let delivery = answer["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    // The test send met the 500, so the delivery succeeds at once or after a retry.
+    let deadline = Instant::now() + PATIENCE;
+    while !seen_ids(&receiver).await.contains(&delivery) {
+        assert!(Instant::now() < deadline, "the delivery never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logged.contains(&delivery),
+        "delivery lines carry the delivery id:\n{logged}"
+    );
+    assert!(logged.contains(&integration));
+    for secret in [TOKEN, HMAC_SECRET, &HMAC_SECRET[6..]] {
+        assert!(
+            !logged.contains(secret),
+            "a secret reached the log:\n{logged}"
+        );
+    }
+
+    // Rotate the key with the CLI; the old key is then refused, the new one works.
+    let (_, new_key) = canopy::crypto::seal::MasterKey::generate();
+    let rotated = Command::new(env!("CARGO_BIN_EXE_canopy"))
+        .arg("rotate-key")
+        .env("CANOPY_DATA_DIR", data.path())
+        .env("CANOPY_MASTER_KEY", MASTER_KEY)
+        .env("CANOPY_NEW_MASTER_KEY", &new_key)
+        .output()
+        .unwrap();
+    assert!(rotated.status.success(), "{rotated:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&rotated.stdout).trim(),
+        "re-encrypted 2 secrets of 1 integrations; start the server with the new key"
+    );
+    let refused = serve(data.path(), free_port(), MASTER_KEY, Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("master key does not match"),
+        "{refused:?}"
+    );
+    let mut server = start_with(data.path(), &new_key, Stdio::null(), &[]).await;
+    let answer: Value = client
+        .post(format!("{}/v1/events", server.url))
+        .bearer_auth(INGEST_TOKEN)
+        .json(&fresh("tier.changed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let delivery = answer["deliveries"][0]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let requests = receiver.received_requests().await.unwrap_or_default();
+        if let Some(request) = requests
+            .iter()
+            .find(|r| r.headers.get("webhook-id").and_then(|v| v.to_str().ok()) == Some(&delivery))
+        {
+            let authorization = request
+                .headers
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap();
+            assert_eq!(
+                authorization,
+                format!("Bearer {TOKEN}"),
+                "the secret survived rotation"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no delivery after rotation");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.child.kill().unwrap();
