@@ -907,3 +907,100 @@ async fn a_failed_delivery_can_be_retried_by_hand() {
     );
     canopy.stop().await;
 }
+
+#[tokio::test]
+async fn admin_routes_name_what_is_wrong() {
+    let canopy = Canopy::start(|_| {}).await;
+    let unknown = uuid::Uuid::now_v7();
+    let expect = |status: StatusCode, code: &'static str| {
+        move |(got, body): (StatusCode, Value)| {
+            assert_eq!(got, status, "{body}");
+            assert_eq!(body["error"]["code"], code, "{body}");
+        }
+    };
+    expect(StatusCode::NOT_FOUND, "not_found")(
+        canopy
+            .admin(Method::GET, &format!("/v1/deliveries/{unknown}"), None)
+            .await,
+    );
+    expect(StatusCode::NOT_FOUND, "not_found")(
+        canopy
+            .admin(
+                Method::POST,
+                &format!("/v1/deliveries/{unknown}/retry"),
+                None,
+            )
+            .await,
+    );
+    expect(StatusCode::BAD_REQUEST, "invalid_id")(
+        canopy.admin(Method::GET, "/v1/deliveries/42", None).await,
+    );
+    expect(StatusCode::BAD_REQUEST, "invalid_query")(
+        canopy
+            .admin(Method::GET, "/v1/deliveries?limit=0", None)
+            .await,
+    );
+    expect(StatusCode::BAD_REQUEST, "invalid_query")(
+        canopy
+            .admin(Method::GET, "/v1/deliveries?from=yesterday", None)
+            .await,
+    );
+    expect(StatusCode::NOT_FOUND, "not_found")(
+        canopy
+            .admin(Method::DELETE, &format!("/v1/integrations/{unknown}"), None)
+            .await,
+    );
+    expect(StatusCode::NOT_FOUND, "not_found")(
+        canopy
+            .admin(
+                Method::PATCH,
+                &format!("/v1/integrations/{unknown}"),
+                Some(json!({"name": "x"})),
+            )
+            .await,
+    );
+    expect(StatusCode::NOT_FOUND, "not_found")(
+        canopy.admin(Method::GET, "/v1/plugins/nope", None).await,
+    );
+    expect(StatusCode::NOT_FOUND, "not_found")(
+        canopy.admin(Method::GET, "/v1/no-such-route", None).await,
+    );
+    let receiver = accepting(200).await;
+    let id = canopy.integration(webhook_to(&receiver, "/x")).await;
+    let path = format!("/v1/integrations/{id}");
+    let patch = canopy
+        .client
+        .patch(format!("{}{path}", canopy.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::BAD_REQUEST);
+    let body: Value = patch.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_json");
+    expect(StatusCode::BAD_REQUEST, "invalid_body")(
+        canopy
+            .admin(Method::PATCH, &path, Some(json!({"colour": "green"})))
+            .await,
+    );
+    expect(StatusCode::UNPROCESSABLE_ENTITY, "invalid_settings")(
+        canopy
+            .admin(
+                Method::PATCH,
+                &path,
+                Some(json!({"settings": {"url": "ftp://x"}})),
+            )
+            .await,
+    );
+    let (_, unchanged) = canopy.admin(Method::GET, &path, None).await;
+    assert!(
+        unchanged["settings"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/x"),
+        "a refused change changes nothing"
+    );
+    canopy.stop().await;
+}
