@@ -4,9 +4,9 @@
 //! answer (202) goes out only once that is durable. A repeated `id` writes nothing and gets
 //! the original answer (200).
 //!
-//! Fan-out: an enabled integration subscribed to the event's key gets a `pending` delivery;
-//! one the host disabled after repeated failures gets a `paused` one that goes out when it is
-//! re-enabled; one an admin disabled gets none.
+//! Fan-out: an enabled integration subscribed to the event's key (and whose plugin takes it)
+//! gets a `pending` delivery; one the host disabled after repeated failures gets a `paused` one
+//! that goes out when it is re-enabled; one an admin disabled gets none.
 
 use axum::Json;
 use axum::body::Body;
@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiError, ErrorBody};
+use crate::runtime::PluginRegistry;
 use crate::server::AppState;
 use crate::store::{Delivery, DeliveryRef, EventRecord, Integration, NewEvent, Timestamp};
 
@@ -162,7 +163,7 @@ async fn ingest(State(state): State<AppState>, body: Body) -> Result<Response, A
     let events: Vec<NewEvent> = checked
         .into_iter()
         .map(|(mut record, json)| {
-            let deliveries = fan_out(&record, &integrations, now);
+            let deliveries = fan_out(&record, &integrations, &state.plugins, now);
             record.deliveries = deliveries
                 .iter()
                 .map(|d| DeliveryRef {
@@ -207,10 +208,21 @@ async fn ingest(State(state): State<AppState>, body: Body) -> Result<Response, A
 }
 
 /// The deliveries an event gets: see the module docs.
-fn fan_out(event: &EventRecord, integrations: &[Integration], now: Timestamp) -> Vec<Delivery> {
+/// An integration subscribed to `*` gets only the event types its plugin takes.
+fn fan_out(
+    event: &EventRecord,
+    integrations: &[Integration],
+    plugins: &PluginRegistry,
+    now: Timestamp,
+) -> Vec<Delivery> {
     integrations
         .iter()
         .filter(|i| (i.enabled || i.auto_disabled()) && i.subscribes_to(&event.event))
+        .filter(|i| {
+            plugins
+                .get(&i.plugin)
+                .is_none_or(|p| p.info().supports(&event.event))
+        })
         .map(|i| Delivery::new(event, i, now))
         .collect()
 }

@@ -295,6 +295,11 @@ async fn a_hot_swap_under_load_loses_nothing_and_rollback_restores_v1() {
         "every delivery once, none failed"
     );
 
+    // Version 2 no longer takes referral.visit: the `*` integration gets no delivery for it.
+    let (status, answer) = canopy.ingest(fresh("referral.visit")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["deliveries"], json!([]));
+
     let (status, back) = canopy
         .admin(Method::POST, "/v1/plugins/echo/rollback", None)
         .await;

@@ -1,5 +1,6 @@
 //! A well-behaved destination whose output names its own version (`CARGO_PKG_VERSION`). The
-//! same source builds as `echo` 1.0.0 and `echo-v2` 2.0.0 for the hot-swap test. The `spin`
+//! same source builds as `echo` 1.0.0 and `echo-v2` 2.0.0 for the hot-swap test (2.0.0 no
+//! longer takes `referral.visit`). The `spin`
 //! setting burns that many iterations first, so that calls overlap an activation.
 
 use canopy_plugin_sdk::{
@@ -17,7 +18,16 @@ impl Destination for Echo {
             name: "Echo".into(),
             version: VERSION.into(),
             description: "Sends the event back, labelled with the plugin version".into(),
-            events: vec!["*".into()],
+            events: if VERSION.starts_with("1.") {
+                vec!["*".into()]
+            } else {
+                // Version 2 stops taking one type, so fan-out to `*` integrations can be tested.
+                canopy_plugin_sdk::EventKind::ALL
+                    .iter()
+                    .filter(|k| k.key() != "referral.visit")
+                    .map(|k| k.key().to_owned())
+                    .collect()
+            },
             allowed_hosts: vec!["echo.test".into()],
             settings: vec![],
             rate_limit: None,
