@@ -324,3 +324,93 @@ async fn logs_never_show_a_secret_and_rotate_key_keeps_every_one() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+/// Ingests batches into `url` until it stops answering; returns the acknowledged delivery ids.
+async fn ingest_until_down(url: String) -> HashSet<String> {
+    let client = reqwest::Client::new();
+    let mut acknowledged = HashSet::new();
+    for _ in 0..200 {
+        let events: Vec<Value> = (0..5).map(|_| fresh("tier.changed")).collect();
+        let Ok(response) = client
+            .post(&url)
+            .bearer_auth(INGEST_TOKEN)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+        else {
+            break;
+        };
+        if response.status() != StatusCode::ACCEPTED {
+            break;
+        }
+        let Ok(answer) = response.json::<Value>().await else {
+            break;
+        };
+        for event in answer["events"].as_array().unwrap() {
+            for delivery in event["deliveries"].as_array().unwrap() {
+                acknowledged.insert(delivery["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_sigkills_at_different_moments_lose_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_millis(25)))
+        .mount(&receiver)
+        .await;
+    let mut acknowledged = HashSet::new();
+    // Kill points vary: after 1, 13 and 29 more deliveries, so the kill lands in different
+    // phases (mid-ingest, mid-send, right after a restart's recovery).
+    for (round, more) in [1usize, 13, 29].into_iter().enumerate() {
+        let mut server = start(data.path()).await;
+        if round == 0 {
+            let created = reqwest::Client::new()
+                .post(format!("{}/v1/integrations", server.url))
+                .bearer_auth(ADMIN_TOKEN)
+                .json(&json!({
+                    "name": "Receiver", "plugin": "webhook", "events": ["*"],
+                    "settings": {"url": format!("{}/events", receiver.uri())},
+                    "secrets": {"webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), StatusCode::CREATED);
+        }
+        let ingesting = tokio::spawn(ingest_until_down(format!("{}/v1/events", server.url)));
+        let target = seen_ids(&receiver).await.len() + more;
+        let deadline = Instant::now() + PATIENCE;
+        while seen_ids(&receiver).await.len() < target {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: nothing delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
+        acknowledged.extend(ingesting.await.unwrap());
+    }
+    let mut server = start(data.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = seen_ids(&receiver).await;
+        let missing = acknowledged.difference(&seen).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} acknowledged deliveries never arrived",
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

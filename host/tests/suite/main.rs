@@ -6,6 +6,7 @@ mod admin;
 mod cli;
 mod crash;
 mod destinations;
+mod faults;
 mod harness;
 mod pipeline;
 mod runtime;
