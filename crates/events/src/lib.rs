@@ -195,6 +195,27 @@ mod tests {
         assert_eq!(EventKind::EcoTreePlanted.display_name(), "Eco Tree Planted");
     }
 
+    /// Found by the fuzz suite: without serde_json's `float_roundtrip`, a float parsed and
+    /// printed again could come back a different number, so an event passed through Canopy
+    /// would not be kept exactly as sent.
+    #[test]
+    fn numbers_survive_a_round_trip_exactly() {
+        // The value the fuzz suite found, as it generated it (an f64 printed by serde_json).
+        let found: f64 = -4.340932873422909e224;
+        let text = serde_json::json!({
+            "event": "seeds.earned.order", "timestamp": "2026-02-06T14:30:00Z",
+            "amount": {"event": [found]}, "y": 0.1, "z": 89.99
+        })
+        .to_string();
+        let event = Event::from_json(&text).unwrap();
+        assert_eq!(
+            event.field("amount").unwrap()["event"][0].as_f64(),
+            Some(found)
+        );
+        let again = Event::from_json(&serde_json::to_string(&event).unwrap()).unwrap();
+        assert_eq!(again, event);
+    }
+
     #[test]
     fn every_kind_has_a_sample_of_that_kind() {
         for kind in EventKind::ALL {

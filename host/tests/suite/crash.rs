@@ -248,14 +248,23 @@ async fn logs_never_show_a_secret_and_rotate_key_keeps_every_one() {
         assert!(Instant::now() < deadline, "the delivery never arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The worker logs the outcome just after the receiver answers: wait for that line.
+    let deadline = Instant::now() + PATIENCE;
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains(&format!("delivery={delivery}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no log line carries the delivery id:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 
     let logged = std::fs::read_to_string(&log_path).unwrap();
-    assert!(
-        logged.contains(&delivery),
-        "delivery lines carry the delivery id:\n{logged}"
-    );
     assert!(logged.contains(&integration));
     for secret in [TOKEN, HMAC_SECRET, &HMAC_SECRET[6..]] {
         assert!(

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod destinations;
 mod faults;
+mod fuzz;
 mod harness;
 mod pipeline;
 mod runtime;
