@@ -216,12 +216,7 @@ async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<IntegrationOut>, ApiError> {
-    let id = parse_id(&id)?;
-    let integration = state
-        .store
-        .integration(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+    let (integration, _) = find(&state, &id).await?;
     Ok(Json(integration.into()))
 }
 
@@ -244,12 +239,7 @@ async fn update(
     Path(id): Path<String>,
     ApiJson(patch): ApiJson<IntegrationPatch>,
 ) -> Result<Json<IntegrationOut>, ApiError> {
-    let id = parse_id(&id)?;
-    let current = state
-        .store
-        .integration(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+    let (current, id) = find(&state, &id).await?;
     // The patch is checked on a copy, then the fields it names are written under the
     // store's lock (so a concurrent auto-disable of an untouched `enabled` is kept).
     let mut candidate = current.clone();
@@ -343,12 +333,7 @@ async fn test(
     Path(id): Path<String>,
     Query(query): Query<TestQuery>,
 ) -> Result<Json<TestOut>, ApiError> {
-    let id = parse_id(&id)?;
-    let integration = state
-        .store
-        .integration(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("integration"))?;
+    let (integration, id) = find(&state, &id).await?;
     let kind = match &query.event {
         Some(key) => {
             let kind: EventKind = key.parse().map_err(|e: canopy_events::UnknownEventKind| {
@@ -436,6 +421,17 @@ async fn remove(
     state.worker.rates.forget(id);
     tracing::info!(integration = %id, "integration deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The integration named by a path's `{id}`: 400 for a malformed id, 404 for an unknown one.
+async fn find(state: &AppState, id: &str) -> Result<(Integration, Uuid), ApiError> {
+    let id = parse_id(id)?;
+    let integration = state
+        .store
+        .integration(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("integration"))?;
+    Ok((integration, id))
 }
 
 pub fn parse_id(text: &str) -> Result<Uuid, ApiError> {
