@@ -295,7 +295,7 @@ fn token(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
-    let token = hex(&random_bytes::<24>());
+    let token = crate::crypto::signing::hex(&random_bytes::<24>());
     write_private(&path, &token).map_err(io)?;
     // Printed once, on purpose: it is how the operator learns it.
     eprintln!(
@@ -303,10 +303,6 @@ fn token(
         path.display()
     );
     Ok(SecretValue::new(token))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -450,8 +446,8 @@ pub async fn run(
     let state = AppState::open(config.clone()).await?;
     let (stop, stopped) = watch::channel(false);
 
-    let lease = config.delivery.request_timeout * crate::runtime::DEFAULT_REQUESTS_PER_EVENT as u32
-        + LEASE_MARGIN;
+    let requests = state.runtime.limits().requests_per_event as u32;
+    let lease = config.delivery.request_timeout * requests + LEASE_MARGIN;
     let scheduler = Scheduler::new(
         state.worker.clone(),
         state.wake.clone(),

@@ -224,10 +224,13 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     let id = parse_id(&id)?;
-    let Some(detail) = state.store.delivery(id).await? else {
-        return Err(ApiError::not_found("delivery"));
-    };
     if !state.store.requeue(id, Timestamp::now()).await? {
+        // Only now is the delivery read, to say why.
+        let detail = state
+            .store
+            .delivery(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("delivery"))?;
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_retryable",

@@ -62,9 +62,23 @@ pub struct RollbackIn {
     pub number: Option<u32>,
 }
 
+/// The stored version a running plugin came from (the latest with its digest).
+fn stored_version<'a>(versions: &'a [PluginVersion], digest: &str) -> Option<&'a PluginVersion> {
+    versions.iter().rev().find(|v| v.digest == digest)
+}
+
+/// Compiles and checks a component off the async threads; the reason goes back as a 422.
+async fn compile(state: &AppState, bytes: Bytes) -> Result<Plugin, ApiError> {
+    let runtime = state.runtime.clone();
+    tokio::task::spawn_blocking(move || runtime.load(&bytes))
+        .await
+        .map_err(|e| ApiError::unprocessable("invalid_plugin", format!("the check was lost: {e}")))?
+        .map_err(|e| ApiError::unprocessable("invalid_plugin", e.to_string()))
+}
+
 async fn describe(state: &AppState, plugin: &Plugin) -> Result<PluginOut, ApiError> {
     let versions = state.store.plugin_versions(plugin.id()).await?;
-    let stored = versions.iter().rev().find(|v| v.digest == plugin.digest());
+    let stored = stored_version(&versions, plugin.digest());
     Ok(PluginOut {
         info: plugin.info().clone(),
         digest: plugin.digest().to_owned(),
@@ -147,12 +161,10 @@ async fn versions(
     if versions.is_empty() {
         return Err(ApiError::not_found("plugin"));
     }
-    let running = state.plugins.get(&id).map(|p| p.digest().to_owned());
-    let active_number = versions
-        .iter()
-        .rev()
-        .find(|v| Some(&v.digest) == running.as_ref())
-        .map(|v| v.number);
+    let active_number = state
+        .plugins
+        .get(&id)
+        .and_then(|p| stored_version(&versions, p.digest()).map(|v| v.number));
     let versions: Vec<VersionOut> = versions
         .into_iter()
         .map(|version| VersionOut {
@@ -206,12 +218,7 @@ async fn upload(
             format!("the component is over the limit of {limit} bytes"),
         )
     })?;
-    let runtime = state.runtime.clone();
-    let checked = bytes.clone();
-    let plugin = tokio::task::spawn_blocking(move || runtime.load(&checked))
-        .await
-        .map_err(|e| ApiError::unprocessable("invalid_plugin", format!("the check was lost: {e}")))?
-        .map_err(|e| ApiError::unprocessable("invalid_plugin", e.to_string()))?;
+    let plugin = compile(&state, bytes.clone()).await?;
     if plugin.id() != id {
         return Err(ApiError::unprocessable(
             "plugin_id_mismatch",
@@ -277,12 +284,7 @@ async fn rollback(
     let _serialised = state.plugin_changes.lock().await;
     let versions = state.store.plugin_versions(&id).await?;
     let current = active(&state, &id)?;
-    let active_number = versions
-        .iter()
-        .rev()
-        .find(|v| v.digest == current.digest())
-        .map(|v| v.number)
-        .unwrap_or(u32::MAX);
+    let active_number = stored_version(&versions, current.digest()).map_or(u32::MAX, |v| v.number);
     let target = match wanted {
         Some(number) => versions
             .iter()
@@ -305,11 +307,7 @@ async fn rollback(
         .plugin_component(&target.digest)
         .await?
         .ok_or_else(|| ApiError::not_found("plugin component"))?;
-    let runtime = state.runtime.clone();
-    let plugin = tokio::task::spawn_blocking(move || runtime.load(&bytes))
-        .await
-        .map_err(|e| ApiError::unprocessable("invalid_plugin", format!("the check was lost: {e}")))?
-        .map_err(|e| ApiError::unprocessable("invalid_plugin", e.to_string()))?;
+    let plugin = compile(&state, Bytes::from(bytes)).await?;
     state
         .store
         .activate_plugin_version(&id, target.number)

@@ -37,9 +37,13 @@ fn mac(key: &[u8]) -> HmacSha256 {
 pub fn hmac_sha256_hex(key: &[u8], body: &[u8]) -> String {
     let mut mac = mac(key);
     mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for byte in digest {
+    hex(&mac.finalize().into_bytes())
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
         hex.push(char::from_digit((byte >> 4).into(), 16).unwrap_or('0'));
         hex.push(char::from_digit((byte & 0xf).into(), 16).unwrap_or('0'));
     }

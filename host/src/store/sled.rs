@@ -132,6 +132,27 @@ impl SledStore {
         Ok(Some(new))
     }
 
+    /// Adds to `batch` a change of every paused delivery of an integration.
+    fn change_paused(
+        &self,
+        batch: &mut ::sled::Batch,
+        integration: Uuid,
+        change: impl Fn(&mut Delivery),
+    ) -> Result<(), StoreError> {
+        let paused: Vec<Uuid> = self
+            .ids_in(&key(PAUSED, integration.as_bytes()))
+            .collect::<Result<_, _>>()?;
+        for id in paused {
+            let Some(old) = self.delivery_record(id)? else {
+                continue;
+            };
+            let mut new = old.clone();
+            change(&mut new);
+            self.put_delivery(batch, Some(&old), &new);
+        }
+        Ok(())
+    }
+
     fn ids_in(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Uuid, StoreError>> + '_ {
         self.db
             .scan_prefix(prefix)
@@ -245,24 +266,16 @@ impl Store for SledStore {
             }
             if integration.enabled && !was_enabled {
                 integration.consecutive_failures = 0;
-                let paused: Vec<Uuid> = self
-                    .ids_in(&key(PAUSED, id.as_bytes()))
-                    .collect::<Result<_, _>>()?;
-                for delivery_id in paused {
-                    let Some(old) = self.delivery_record(delivery_id)? else {
-                        continue;
-                    };
-                    let mut new = old.clone();
-                    new.status = if new.attempts == 0 {
+                self.change_paused(&mut batch, id, |d| {
+                    d.status = if d.attempts == 0 {
                         DeliveryStatus::Pending
                     } else {
                         DeliveryStatus::Retrying
                     };
-                    new.next_attempt_at = Some(now);
-                    new.last_error = None;
-                    new.updated_at = now;
-                    self.put_delivery(&mut batch, Some(&old), &new);
-                }
+                    d.next_attempt_at = Some(now);
+                    d.last_error = None;
+                    d.updated_at = now;
+                })?;
             }
             batch.insert(key(INTEGRATION, id.as_bytes()), encode(&integration));
             self.db.apply_batch(batch)?;
@@ -281,20 +294,12 @@ impl Store for SledStore {
             let mut batch = ::sled::Batch::default();
             batch.remove(key(INTEGRATION, id.as_bytes()));
             // Paused deliveries would wait for a re-enable that cannot come: they end here.
-            let paused: Vec<Uuid> = self
-                .ids_in(&key(PAUSED, id.as_bytes()))
-                .collect::<Result<_, _>>()?;
             let now = Timestamp::now();
-            for delivery_id in paused {
-                let Some(old) = self.delivery_record(delivery_id)? else {
-                    continue;
-                };
-                let mut new = old.clone();
-                new.status = DeliveryStatus::Failed;
-                new.last_error = Some("the integration was deleted".into());
-                new.updated_at = now;
-                self.put_delivery(&mut batch, Some(&old), &new);
-            }
+            self.change_paused(&mut batch, id, |d| {
+                d.status = DeliveryStatus::Failed;
+                d.last_error = Some("the integration was deleted".into());
+                d.updated_at = now;
+            })?;
             self.db.apply_batch(batch)?;
         }
         self.db.flush_async().await?;
@@ -587,16 +592,16 @@ impl Store for SledStore {
             let mut batch = ::sled::Batch::default();
             for (received_key, id) in chunk {
                 let record: Option<EventRecord> = self.get(&key(EVENT, id.as_bytes()), "event")?;
-                let alive = match &record {
-                    Some(record) => record
-                        .deliveries
-                        .iter()
-                        .map(|d| self.db.contains_key(key(DELIVERY, d.id.as_bytes())))
-                        .collect::<Result<Vec<bool>, _>>()?
-                        .into_iter()
-                        .any(|exists| exists),
-                    None => false,
-                };
+                let mut alive = false;
+                for delivery in record.iter().flat_map(|r| &r.deliveries) {
+                    if self
+                        .db
+                        .contains_key(key(DELIVERY, delivery.id.as_bytes()))?
+                    {
+                        alive = true;
+                        break;
+                    }
+                }
                 if alive {
                     continue;
                 }
