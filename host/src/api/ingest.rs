@@ -1,7 +1,8 @@
 //! `POST /v1/events` (SPEC.md §2, §7): one canonical event, or `{"events": […]}` with up to
-//! [`MAX_BATCH`]. Every event is checked before anything is written — a batch is accepted
-//! whole or not at all — then stored with one delivery per subscribed integration, and the
-//! answer (202) goes out only once that is durable. A repeated `id` writes nothing and gets
+//! [`MAX_BATCH`]. Every event is checked before anything is written — one bad event and
+//! nothing of the batch is stored — then stored with one delivery per subscribed integration,
+//! and the answer (202) goes out only once that is durable. (If the server dies mid-write, the
+//! client has no answer and sends the batch again; what was already stored is a duplicate.) A repeated `id` writes nothing and gets
 //! the original answer (200).
 //!
 //! Fan-out: an enabled integration subscribed to the event's key (and whose plugin takes it)
@@ -71,7 +72,7 @@ pub struct CustomerIn {
 pub enum IngestIn {
     One(EventIn),
     Batch {
-        /// 1 to 1,000 events, accepted whole or not at all.
+        /// 1 to 1,000 events, all checked before any is stored.
         events: Vec<EventIn>,
     },
 }

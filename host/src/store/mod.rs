@@ -3,9 +3,11 @@
 //! sees the trait, so a PostgreSQL implementation can come later without touching it.
 //!
 //! Guarantees every implementation gives:
-//! - [`Store::insert_events`] returns only once the events and their deliveries are durable,
-//!   and writes each batch all-or-nothing; an event id already stored is a duplicate and
-//!   writes nothing.
+//! - [`Store::insert_events`] returns only once the events and their deliveries are durable.
+//!   Each event is written atomically with its deliveries; a large batch may be written in
+//!   chunks, so a crash mid-call can leave its first events stored without an answer. That
+//!   loses nothing: the client, not having had its 202, sends the batch again, and the events
+//!   already stored are duplicates (an event id already stored writes nothing).
 //! - Scheduling is a queue ordered by due time. [`Store::claim_due`] hands a due delivery to
 //!   one worker under a lease: the queue entry moves to the lease's expiry, so a worker that
 //!   dies leaves it due again; [`Store::recover_leases`] releases every lease of a previous

@@ -159,6 +159,52 @@ async fn what_was_ingested_survives_reopening() {
     );
 }
 
+/// A batch larger than the store's write chunk (100 events), with a repeated id on each side
+/// of a chunk boundary, and many concurrent writers sharing flushes (group commit): every
+/// event is stored once, every answer is right, and all of it is there after reopening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_and_concurrent_ingests_are_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = integration(true);
+    let mut batch: Vec<NewEvent> = (0..250).map(|_| event(&[&hook])).collect();
+    // Events 50 and 150 again at the end: repeats of ids stored in earlier chunks.
+    let (first, second) = (batch[50].clone(), batch[150].clone());
+    batch.push(first.clone());
+    batch.push(second.clone());
+    let mut ids: Vec<_> = batch[..250].iter().map(|e| e.record.id).collect();
+    {
+        let store = std::sync::Arc::new(SledStore::open(dir.path()).unwrap());
+        store.create_integration(&hook).await.unwrap();
+        let ingested = store.insert_events(batch).await.unwrap();
+        assert_eq!(ingested.len(), 252);
+        assert_eq!(ingested.iter().filter(|i| i.duplicate).count(), 2);
+        assert!(ingested[250].duplicate && ingested[251].duplicate);
+        assert_eq!(ingested[250].record, ingested[50].record);
+
+        let writers: Vec<_> = (0..64)
+            .map(|_| {
+                let store = store.clone();
+                let new = event(&[&hook]);
+                ids.push(new.record.id);
+                tokio::spawn(async move { store.insert_events(vec![new]).await })
+            })
+            .collect();
+        let all = tokio::time::timeout(Duration::from_secs(30), async {
+            for writer in writers {
+                let ingested = writer.await.unwrap().unwrap();
+                assert!(!ingested[0].duplicate);
+            }
+        });
+        all.await.expect("every concurrent ingest returns");
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    for id in &ids {
+        assert!(store.event(*id).await.unwrap().is_some(), "event {id} lost");
+    }
+    let depth = store.queue_depth(Timestamp::now()).await.unwrap();
+    assert_eq!(depth.due, 250 + 64, "one queued delivery per stored event");
+}
+
 #[tokio::test]
 async fn the_purge_removes_finished_work_only() {
     let dir = tempfile::tempdir().unwrap();

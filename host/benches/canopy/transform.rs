@@ -8,7 +8,8 @@
 //! - warm + fuel: the same with fuel metered (what `plugin run` and `--plugin-fuel` do);
 //! - wasm fresh: `Scope::Fresh` — instantiate + call + tear down per event.
 //!
-//! Run: `cargo bench -p canopy --bench transform` (figures in README.md).
+//! Run alone: `cargo bench -p canopy --bench canopy -- transform` (figures in
+//! docs/PERFORMANCE.md).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -60,7 +61,7 @@ fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn main() {
+pub fn run() {
     let bundled = |id| canopy::runtime::bundled::component(id).expect("bundled");
     let subjects = [
         Subject {

@@ -1,0 +1,52 @@
+//! Canopy's benchmark: `cargo bench -p canopy --bench canopy` prints every figure of
+//! docs/PERFORMANCE.md with its target beside it, from one run:
+//!
+//! - `pipeline`: the real server end to end against a bare forwarder baseline, latency at a
+//!   fixed offered rate, and recovery with 100,000 pending deliveries (see `pipeline.rs`);
+//! - `transform`: each plugin's per-event transform cost in Wasm versus native.
+//!
+//! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`) runs one part.
+
+mod pipeline;
+mod transform;
+
+fn main() {
+    // cargo passes `--bench`; anything else names the parts to run.
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    for part in &parts {
+        assert!(
+            ["pipeline", "transform"].contains(&part.as_str()),
+            "unknown part `{part}`: pipeline or transform"
+        );
+    }
+    println!("{}", machine());
+    if wanted("pipeline") {
+        pipeline::run();
+    }
+    if wanted("transform") {
+        transform::run();
+    }
+}
+
+/// The machine the figures come from.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "machine: {cores} cores, {cpu}, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}

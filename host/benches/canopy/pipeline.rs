@@ -1,0 +1,517 @@
+//! The server end to end, as a user runs it: the release `canopy` binary in its own process
+//! (sled in a temp directory, the bundled plugins, default settings but for loopback receivers
+//! being allowed), a webhook integration with signing on (hex HMAC and Standard Webhooks
+//! headers), and a fast receiver on loopback that records when each event first arrives.
+//!
+//! 1. **Baseline**: a bare forwarder — one reqwest client POSTing the same prebuilt event
+//!    bodies to the same receiver with the server's concurrency (its 32 workers).
+//! 2. **Throughput**: 20,000 events ingested in batches of 100; events acknowledged per
+//!    second, and deliveries per second from the first ingest to the last arrival.
+//! 3. **Latency**: single-event requests offered at 1,000 per second for 10 s, open loop (a
+//!    late request is measured from when it should have been sent); acknowledgement and
+//!    ingest → delivered percentiles.
+//! 4. **Recovery**: 100,000 events ingested while the receiver hangs, the server SIGKILLed
+//!    with all of them pending, the receiver back, the server restarted: time to `/healthz`,
+//!    to the first delivery and to the last, and the restarted server's peak RSS (`VmHWM`)
+//!    from start-up, holding all of them, to the last delivery. The first server's peak
+//!    while the 100,000 were ingested is printed too.
+//!
+//! Run alone: `cargo bench -p canopy --bench canopy -- pipeline`.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
+/// base64 of 32 bytes 0x2a.
+const MASTER_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+/// The server's default `--workers`; the baseline uses the same concurrency.
+const WORKERS: usize = 32;
+
+const THROUGHPUT_EVENTS: usize = 20_000;
+const INGEST_BATCH: usize = 100;
+const INGEST_CLIENTS: usize = 4;
+const OFFERED_RATE: u64 = 1_000;
+const LATENCY_EVENTS: usize = 10_000;
+const PENDING: usize = 100_000;
+const PENDING_BATCH: usize = 1_000;
+
+const TARGET_RATIO: f64 = 0.5;
+const TARGET_ACK_P99: Duration = Duration::from_millis(10);
+const TARGET_RECOVERY: Duration = Duration::from_secs(5);
+const TARGET_RSS_MB: f64 = 300.0;
+
+/// How long any phase may take before the benchmark gives up.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+pub fn run() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let receiver = Receiver::start().await;
+    let client = reqwest::Client::new();
+    let template: Value =
+        serde_json::from_str(canopy_test_support::SAMPLE_EVENT).expect("sample event");
+    let event = |id: Uuid| {
+        let mut event = template.clone();
+        event["id"] = json!(id.to_string());
+        event
+    };
+    let scratch = tempfile::tempdir().expect("temp dir");
+
+    println!(
+        "\nend to end: the canopy binary (sled, bundled plugins, {WORKERS} workers), webhook \
+         integration with HMAC and Standard Webhooks signing, loopback receiver"
+    );
+
+    // 1. Baseline.
+    let bodies: Vec<String> = (0..THROUGHPUT_EVENTS)
+        .map(|_| event(Uuid::now_v7()).to_string())
+        .collect();
+    receiver.reset();
+    let started = Instant::now();
+    forward(&client, &receiver.url, bodies, WORKERS).await;
+    let baseline_time = started.elapsed();
+    assert_eq!(
+        receiver.count(),
+        THROUGHPUT_EVENTS,
+        "the baseline lost requests"
+    );
+    let baseline = THROUGHPUT_EVENTS as f64 / baseline_time.as_secs_f64();
+
+    // 2. Throughput.
+    let server = Server::start(&scratch.path().join("throughput"), &[]).await;
+    server.webhook(&receiver.url).await;
+    let batches: Vec<String> = (0..THROUGHPUT_EVENTS / INGEST_BATCH)
+        .map(|_| {
+            let batch: Vec<Value> = (0..INGEST_BATCH).map(|_| event(Uuid::now_v7())).collect();
+            json!({ "events": batch }).to_string()
+        })
+        .collect();
+    receiver.reset();
+    let started = Instant::now();
+    server.ingest_all(batches, INGEST_CLIENTS).await;
+    let ingest_time = started.elapsed();
+    let last = receiver.wait_for(THROUGHPUT_EVENTS).await;
+    let delivery_time = last - started;
+    let ingested = THROUGHPUT_EVENTS as f64 / ingest_time.as_secs_f64();
+    let delivered = THROUGHPUT_EVENTS as f64 / delivery_time.as_secs_f64();
+    let ratio = delivered / baseline;
+    println!("throughput, {THROUGHPUT_EVENTS} events:");
+    println!(
+        "  bare forwarder baseline  {baseline:>9.0} requests/s   ({WORKERS} concurrent POSTs of the same bodies)"
+    );
+    println!(
+        "  ingested                 {ingested:>9.0} events/s     (batches of {INGEST_BATCH}, {INGEST_CLIENTS} clients)"
+    );
+    println!(
+        "  delivered                {delivered:>9.0} deliveries/s {ratio:>5.2}× baseline   target ≥ {TARGET_RATIO}×  {}",
+        verdict(ratio >= TARGET_RATIO)
+    );
+
+    // 3. Latency at a fixed offered rate.
+    receiver.reset();
+    let ids: Vec<Uuid> = (0..LATENCY_EVENTS).map(|_| Uuid::now_v7()).collect();
+    let interval = Duration::from_secs(1) / OFFERED_RATE as u32;
+    let start = Instant::now() + Duration::from_millis(100);
+    let mut requests = JoinSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let due = start + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let body = event(*id).to_string();
+        let send = server.ingest(body);
+        requests.spawn(async move {
+            send.await;
+            Instant::now() - due
+        });
+    }
+    let mut acks: Vec<Duration> = requests.join_all().await;
+    receiver.wait_for(LATENCY_EVENTS).await;
+    let arrivals = receiver.arrivals();
+    let mut delivered: Vec<Duration> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| arrivals[id] - (start + interval * i as u32))
+        .collect();
+    let (ack50, ack99) = percentiles(&mut acks);
+    let (del50, del99) = percentiles(&mut delivered);
+    println!("latency, {LATENCY_EVENTS} single-event requests offered at {OFFERED_RATE}/s:");
+    println!(
+        "  ingest acknowledged      p50 {:>7}  p99 {:>7}   target p99 ≤ {}  {}",
+        ms(ack50),
+        ms(ack99),
+        ms(TARGET_ACK_P99),
+        verdict(ack99 <= TARGET_ACK_P99)
+    );
+    println!(
+        "  ingest → delivered       p50 {:>7}  p99 {:>7}",
+        ms(del50),
+        ms(del99)
+    );
+    server.stop();
+
+    // 4. Recovery with 100,000 pending deliveries.
+    let data = scratch.path().join("recovery");
+    // A long request timeout keeps the workers' first attempts hanging (not failed and
+    // rescheduled) until the kill; after the restart the defaults apply.
+    let server = Server::start(&data, &[("CANOPY_REQUEST_TIMEOUT", "1h")]).await;
+    server.webhook(&receiver.url).await;
+    receiver.hang(true);
+    let batches: Vec<String> = (0..PENDING / PENDING_BATCH)
+        .map(|_| {
+            let batch: Vec<Value> = (0..PENDING_BATCH).map(|_| event(Uuid::now_v7())).collect();
+            json!({ "events": batch }).to_string()
+        })
+        .collect();
+    let started = Instant::now();
+    server.ingest_all(batches, 2).await;
+    let fill_time = started.elapsed();
+    let filling = server.memory();
+    server.kill();
+    receiver.hang(false);
+    receiver.reset();
+
+    let started = Instant::now();
+    let server = Server::start(&data, &[]).await;
+    let up = started.elapsed();
+    let first = receiver.wait_for(1).await - started;
+    let last = receiver.wait_for(PENDING).await - started;
+    let draining = server.memory();
+    server.stop();
+    let drain_rate = PENDING as f64 / (last - first).as_secs_f64();
+    println!("recovery, {PENDING} pending deliveries (server SIGKILLed while its receiver hung):");
+    println!(
+        "  filled in                {:>9}      ({:.0} events/s, batches of {PENDING_BATCH})",
+        secs(fill_time),
+        PENDING as f64 / fill_time.as_secs_f64()
+    );
+    println!("  restart → /healthz       {:>9}", secs(up));
+    println!(
+        "  restart → first delivery {:>9}      target ≤ {}  {}",
+        secs(first),
+        secs(TARGET_RECOVERY),
+        verdict(first <= TARGET_RECOVERY)
+    );
+    println!(
+        "  restart → all delivered  {:>9}      ({drain_rate:.0} deliveries/s)",
+        secs(last)
+    );
+    println!(
+        "  peak RSS, restarted server holding and draining them {:>4.0} MB   target ≤ {TARGET_RSS_MB:.0} MB  {}",
+        draining.peak_mb,
+        verdict(draining.peak_mb <= TARGET_RSS_MB)
+    );
+    println!(
+        "  peak RSS, first server while they were ingested      {:>4.0} MB   (bursts of {PENDING_BATCH}-event batches)",
+        filling.peak_mb
+    );
+}
+
+/// The baseline: `concurrency` tasks POST the bodies in turn over one pooled client.
+async fn forward(client: &reqwest::Client, url: &str, bodies: Vec<String>, concurrency: usize) {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, bodies, next) =
+            (client.clone(), url.to_owned(), bodies.clone(), next.clone());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("the receiver answers");
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+        });
+    }
+    tasks.join_all().await;
+}
+
+/// The loopback receiver: answers 200 and records each event's first arrival, or holds every
+/// request while told to hang.
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+}
+
+struct ReceiverState {
+    hang: watch::Sender<bool>,
+    arrivals: Mutex<HashMap<Uuid, Instant>>,
+}
+
+#[derive(serde::Deserialize)]
+struct EventId {
+    id: Uuid,
+}
+
+async fn receive(State(state): State<Arc<ReceiverState>>, body: Bytes) -> StatusCode {
+    let mut hang = state.hang.subscribe();
+    if *hang.borrow_and_update() {
+        let _ = hang.wait_for(|hang| !hang).await;
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let Ok(event) = serde_json::from_slice::<EventId>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let now = Instant::now();
+    lock(&state.arrivals).entry(event.id).or_insert(now);
+    StatusCode::OK
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let state = Arc::new(ReceiverState {
+            hang: watch::Sender::new(false),
+            arrivals: Mutex::default(),
+        });
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("receiver port");
+        let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, state }
+    }
+
+    fn reset(&self) {
+        lock(&self.state.arrivals).clear();
+    }
+
+    fn hang(&self, hang: bool) {
+        self.state.hang.send_replace(hang);
+    }
+
+    fn count(&self) -> usize {
+        lock(&self.state.arrivals).len()
+    }
+
+    fn arrivals(&self) -> HashMap<Uuid, Instant> {
+        lock(&self.state.arrivals).clone()
+    }
+
+    /// Waits until `n` distinct events have arrived; returns when the last of them did.
+    async fn wait_for(&self, n: usize) -> Instant {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            {
+                let arrivals = lock(&self.state.arrivals);
+                if arrivals.len() >= n {
+                    let mut times: Vec<Instant> = arrivals.values().copied().collect();
+                    times.sort();
+                    return times[n - 1];
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} events arrived",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The release `canopy serve` in its own process, on a data directory that outlives it.
+struct Server {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+}
+
+struct Memory {
+    peak_mb: f64,
+}
+
+impl Server {
+    async fn start(data: &Path, env: &[(&str, &str)]) -> Server {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        std::fs::create_dir_all(data).expect("data directory");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_canopy"))
+            .arg("serve")
+            .env("CANOPY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CANOPY_DATA_DIR", data)
+            .env("CANOPY_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("CANOPY_INGEST_TOKEN", INGEST_TOKEN)
+            .env("CANOPY_MASTER_KEY", MASTER_KEY)
+            .env("CANOPY_ALLOW_PRIVATE_NETWORKS", "true")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the canopy binary starts");
+        let server = Server {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let health = server.client.get(format!("{}/healthz", server.url)).send();
+            if let Ok(r) = health.await
+                && r.status().is_success()
+            {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "the server did not come up");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A webhook integration for every event type, signed with a generated secret.
+    async fn webhook(&self, url: &str) {
+        let response = self
+            .client
+            .post(format!("{}/v1/integrations", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(
+                &json!({"name": "bench", "plugin": "webhook", "events": ["*"],
+                "settings": {"url": url, "auth": "hmac"}}),
+            )
+            .send()
+            .await
+            .expect("integration created");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+
+    /// Sends one ingest request; panics unless it is accepted.
+    fn ingest(&self, body: String) -> impl Future<Output = ()> + Send + 'static {
+        let request = self
+            .client
+            .post(format!("{}/v1/events", self.url))
+            .bearer_auth(INGEST_TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            accepted(request.send().await).await;
+        }
+    }
+
+    /// Ingests every body, `clients` requests at a time.
+    async fn ingest_all(&self, bodies: Vec<String>, clients: usize) {
+        let bodies = Arc::new(Mutex::new(bodies));
+        let mut tasks = JoinSet::new();
+        for _ in 0..clients {
+            let bodies = bodies.clone();
+            let url = self.url.clone();
+            let client = self.client.clone();
+            tasks.spawn(async move {
+                loop {
+                    let Some(body) = lock(&bodies).pop() else {
+                        break;
+                    };
+                    let request = client
+                        .post(format!("{url}/v1/events"))
+                        .bearer_auth(INGEST_TOKEN)
+                        .header("content-type", "application/json")
+                        .body(body);
+                    accepted(request.send().await).await;
+                }
+            });
+        }
+        tasks.join_all().await;
+    }
+
+    /// The process's peak resident set so far (`VmHWM`).
+    fn memory(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        Memory {
+            peak_mb: kib / 1024.0,
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("the server ends");
+    }
+
+    /// A graceful stop (SIGTERM).
+    fn stop(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let exit = self.child.wait().expect("the server ends");
+        assert!(exit.success(), "the server exited with {exit}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Panics unless ingest answered 202.
+async fn accepted(response: reqwest::Result<reqwest::Response>) {
+    let response = response.expect("ingest answers");
+    let status = response.status();
+    if status != StatusCode::ACCEPTED {
+        let body = response.text().await.unwrap_or_default();
+        panic!("ingest answered {status}: {body}");
+    }
+}
+
+/// p50 and p99 (nearest rank).
+fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
