@@ -131,13 +131,14 @@ async fn bench() {
     receiver.reset();
     let ids: Vec<Uuid> = (0..LATENCY_EVENTS).map(|_| Uuid::now_v7()).collect();
     let interval = Duration::from_secs(1) / OFFERED_RATE as u32;
+    let bodies: Vec<String> = ids.iter().map(|id| event(*id).to_string()).collect();
+    let intake = server.intake();
     let start = Instant::now() + Duration::from_millis(100);
     let mut requests = JoinSet::new();
-    for (i, id) in ids.iter().enumerate() {
+    for (i, body) in bodies.into_iter().enumerate() {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let body = event(*id).to_string();
-        let send = server.ingest(body);
+        let send = intake.send(body);
         requests.spawn(async move {
             send.await;
             Instant::now() - due
@@ -411,16 +412,10 @@ impl Server {
         assert_eq!(response.status(), StatusCode::CREATED);
     }
 
-    /// Sends one ingest request; panics unless it is accepted.
-    fn ingest(&self, body: String) -> impl Future<Output = ()> + Send + 'static {
-        let request = self
-            .client
-            .post(format!("{}/v1/events", self.url))
-            .bearer_auth(INGEST_TOKEN)
-            .header("content-type", "application/json")
-            .body(body);
-        async move {
-            accepted(request.send().await).await;
+    fn intake(&self) -> Intake {
+        Intake {
+            client: self.client.clone(),
+            url: format!("{}/v1/events", self.url),
         }
     }
 
@@ -430,19 +425,13 @@ impl Server {
         let mut tasks = JoinSet::new();
         for _ in 0..clients {
             let bodies = bodies.clone();
-            let url = self.url.clone();
-            let client = self.client.clone();
+            let intake = self.intake();
             tasks.spawn(async move {
                 loop {
                     let Some(body) = lock(&bodies).pop() else {
                         break;
                     };
-                    let request = client
-                        .post(format!("{url}/v1/events"))
-                        .bearer_auth(INGEST_TOKEN)
-                        .header("content-type", "application/json")
-                        .body(body);
-                    accepted(request.send().await).await;
+                    intake.send(body).await;
                 }
             });
         }
@@ -484,6 +473,26 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends ingest requests.
+#[derive(Clone)]
+struct Intake {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl Intake {
+    /// Sends one ingest request; panics unless it is accepted.
+    fn send(&self, body: String) -> impl Future<Output = ()> + Send + 'static {
+        let request = self
+            .client
+            .post(&self.url)
+            .bearer_auth(INGEST_TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        async move { accepted(request.send().await).await }
     }
 }
 
