@@ -376,15 +376,15 @@ impl Store for SledStore {
             .collect::<Result<_, _>>()?;
         let mut batch = ::sled::Batch::default();
         let mut claimed = Vec::with_capacity(due.len());
-        for queue_key in due {
-            let id = trailing_id(&queue_key);
+        for entry in due {
+            let id = trailing_id(&entry);
             // Only an entry that is the delivery's own queue position is work; anything else
             // (which no write leaves behind) is dropped rather than sent twice.
             let current = self
                 .delivery_record(id)?
-                .filter(|d| derived_keys(d).iter().any(|k| k[..] == queue_key[..]));
+                .filter(|d| queue_key(d).is_some_and(|k| k[..] == entry[..]));
             let Some(old) = current else {
-                batch.remove(queue_key);
+                batch.remove(entry);
                 continue;
             };
             let mut new = old.clone();
@@ -858,6 +858,13 @@ fn matches(filter: &DeliveryFilter, d: &Delivery) -> bool {
 }
 
 /// Every key that exists because of this delivery, besides its own.
+/// The delivery's place in the queue, if it is queued.
+fn queue_key(d: &Delivery) -> Option<Vec<u8>> {
+    let at = d.queue_time()?;
+    matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Retrying)
+        .then(|| key2(QUEUE, &at.0.to_be_bytes(), d.id.as_bytes()))
+}
+
 fn derived_keys(d: &Delivery) -> Vec<Vec<u8>> {
     let id = d.id.as_bytes();
     let mut keys = vec![
@@ -882,11 +889,7 @@ fn derived_keys(d: &Delivery) -> Vec<Vec<u8>> {
         k.extend_from_slice(id);
         keys.push(k);
     }
-    if matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Retrying)
-        && let Some(at) = d.queue_time()
-    {
-        keys.push(key2(QUEUE, &at.0.to_be_bytes(), id));
-    }
+    keys.extend(queue_key(d));
     if d.lease_until.is_some() {
         keys.push(key(LEASE, id));
     }
