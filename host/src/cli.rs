@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the HTTP server.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -111,7 +111,7 @@ pub enum Format {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve(config),
+        Command::Serve(config) => serve(*config),
         Command::Keygen => {
             println!("{}", crate::crypto::seal::MasterKey::generate().1);
             ExitCode::SUCCESS

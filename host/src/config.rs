@@ -42,6 +42,15 @@ pub struct Config {
     #[arg(long, env = "CANOPY_MASTER_KEY_FILE", conflicts_with = "master_key")]
     pub master_key_file: Option<PathBuf>,
 
+    /// Client connections open at once; past it, new ones wait until one closes.
+    #[arg(long, env = "CANOPY_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// A connection must send a whole request head (line and headers) within this, and an
+    /// idle keep-alive connection its next one, or it is closed.
+    #[arg(long, env = "CANOPY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
     #[command(flatten)]
     pub delivery: DeliverySettings,
 
@@ -86,6 +95,12 @@ pub struct DeliverySettings {
     #[arg(long, env = "CANOPY_EGRESS_OVERRIDE", value_delimiter = ',')]
     pub egress_override: Vec<EgressOverride>,
 
+    /// Send deliveries through this HTTP proxy (`http://host:port`). Proxy variables of the
+    /// environment (`HTTP_PROXY`, …) are ignored: only this setting routes through a proxy,
+    /// and the internal-address guard still checks every destination.
+    #[arg(long, env = "CANOPY_EGRESS_PROXY")]
+    pub egress_proxy: Option<url::Url>,
+
     /// Delivery attempts in flight at once.
     #[arg(long, env = "CANOPY_WORKERS", default_value_t = 32)]
     pub workers: usize,
@@ -120,6 +135,7 @@ impl Default for DeliverySettings {
             request_timeout: Duration::from_secs(10),
             allow_private_networks: false,
             egress_override: Vec::new(),
+            egress_proxy: None,
             workers: 32,
             max_ingest_body_kib: 4096,
             shutdown_grace: Duration::from_secs(15),
@@ -213,6 +229,8 @@ impl Config {
             ingest_token: Some(SecretValue::new(ingest_token)),
             master_key: Some(SecretValue::new(master_key)),
             master_key_file: None,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
             delivery: DeliverySettings::default(),
             plugin_limits: PluginLimits::default(),
         }

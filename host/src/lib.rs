@@ -16,7 +16,10 @@
 //! - [`crypto`] — secrets sealed at rest (AES-256-CBC + HMAC-SHA256), secret values that
 //!   never print, request signing (hex HMAC-SHA256, Standard Webhooks).
 //! - [`metrics`] — the Prometheus registry behind `/metrics`.
-//! - [`server`] — start-up, `run(config, listener, shutdown)`, the router.
+//! - [`server`] — start-up, `run(config, listener, shutdown)`, the router, the store
+//!   watchdog.
+//! - [`listen`] — the HTTP connections: a cap on open connections, a header timeout, JSON
+//!   answers even for requests hyper refuses itself, graceful shutdown.
 //! - [`config`] — configuration shared by the server as `Arc<Config>`.
 //! - [`cli`] — the `canopy` command line: `serve`, `keygen`, `plugin inspect`, `plugin run`.
 //!
@@ -28,6 +31,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
+pub mod listen;
 pub mod metrics;
 pub mod runtime;
 pub mod server;

@@ -124,6 +124,7 @@ impl AppState {
             config.delivery.request_timeout,
             config.delivery.allow_private_networks,
             config.delivery.egress_override.clone(),
+            config.delivery.egress_proxy.clone(),
         )?;
         let worker = Arc::new(Worker {
             store: store.clone(),
@@ -387,25 +388,50 @@ pub fn app(state: AppState) -> Router {
     router
         .layer(Extension(OpenApiJson(Arc::from(document))))
         .fallback(|| async { api::ApiError::not_found("route") })
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn(api::limit_uri))
         .with_state(state)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct Health {
+    /// `ok`, or `unavailable` when the store cannot take writes.
     status: &'static str,
     version: &'static str,
     /// Active plugins.
     plugins: usize,
+    /// Why the store cannot take writes (with status `unavailable`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
-/// Liveness and the number of active plugins.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
-async fn healthz(State(state): State<AppState>) -> Json<Health> {
-    Json(Health {
-        status: "ok",
+/// Whether the server can take events: 200, or 503 (with `Retry-After`) and the reason when
+/// the store cannot take writes (a full disk, say).
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "The store cannot take writes; the reason says why", body = Health),
+    )
+)]
+async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+    let store = state.store.health().await;
+    let health = Health {
+        status: if store.is_ok() { "ok" } else { "unavailable" },
         version: env!("CARGO_PKG_VERSION"),
         plugins: state.plugins.list().len(),
-    })
+        reason: store.err(),
+    };
+    if health.reason.is_none() {
+        return Json(health).into_response();
+    }
+    let retry_after = [(header::RETRY_AFTER, api::RETRY_AFTER_SECONDS.to_string())];
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        retry_after,
+        Json(health),
+    )
+        .into_response()
 }
 
 /// Prometheus metrics (OpenMetrics text).
@@ -461,19 +487,86 @@ pub async fn run(
     let purging = tokio::spawn(purge_periodically(
         state.store.clone(),
         config.clone(),
-        stopped,
+        stopped.clone(),
     ));
 
+    let (broken, store_broken) = tokio::sync::oneshot::channel();
+    let watching = tokio::spawn(watch_store(state.store.clone(), broken, stopped));
+
     tracing::info!(addr = %listener.local_addr()?, data = %config.data_dir.display(), "canopy listening");
-    let served = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = crate::listen::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+    };
+    // Stop serving on the caller's signal, or when the store breaks beyond repair.
+    let fatal: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let stopping = {
+        let fatal = fatal.clone();
+        async move {
+            tokio::select! {
+                () = shutdown => {}
+                Ok(reason) = store_broken => {
+                    *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                }
+            }
+        }
+    };
+    let served = crate::listen::serve(listener, app(state.clone()), limits, stopping).await;
     let _ = stop.send(true);
     let _ = scheduling.await;
     let _ = purging.await;
+    let _ = watching.await;
+    if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        tracing::error!(%reason, "canopy stopped: the store cannot be used; restart it once the cause is fixed");
+        return Err(ServeError::Store(crate::store::StoreError::Backend(reason)));
+    }
     state.store.flush().await?;
     tracing::info!("canopy stopped");
     served.map_err(ServeError::from)
+}
+
+/// How often the watchdog looks at the store.
+const STORE_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Watches whether the store can take writes, and when it cannot (a full disk), tries to make
+/// it usable again as soon as it can be: meanwhile `/healthz` and ingest answer 503. When the
+/// disk has room but the store still cannot be used, the server stops (`broken` says why) so
+/// that its supervisor restarts it — everything acknowledged is on disk.
+async fn watch_store(
+    store: Arc<dyn Store>,
+    broken: tokio::sync::oneshot::Sender<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failing: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(STORE_WATCH_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match store.health().await {
+            Ok(()) => {
+                if failing.take().is_some() {
+                    tracing::info!("the store takes writes again");
+                }
+                continue;
+            }
+            Err(reason) => {
+                if failing.as_deref() != Some(reason.as_str()) {
+                    tracing::error!(%reason, "the store cannot take writes; events are refused with 503 until it can");
+                }
+                failing = Some(reason);
+            }
+        }
+        match store.recover().await {
+            Ok(()) => {}
+            // Still no room: wait for it.
+            Err(crate::store::StoreError::Unavailable(_)) => {}
+            Err(error) => {
+                let _ = broken.send(error.to_string());
+                return;
+            }
+        }
+    }
 }
 
 /// Purges finished work older than the retention, at start and then every interval.

@@ -1,6 +1,7 @@
 //! The canonical loyalty event: the 19 event kinds with their display names (SPEC.md §2) and
 //! the JSON envelope the loyalty backend posts. Shared by the host (ingest validation) and the
-//! guest SDK (plugins parse the same model), so the catalogue exists exactly once.
+//! guest SDK (plugins parse the same model), so the catalogue exists exactly once; so do the
+//! rules of the request contract both sides check ([`RESERVED_HEADERS`], [`dot_segment`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -113,6 +114,46 @@ impl fmt::Display for UnknownEventKind {
 
 impl std::error::Error for UnknownEventKind {}
 
+/// Request headers that frame or route a request, or belong to one hop of it: the HTTP
+/// layer sets them (`Content-Length` from the body actually sent, `Host` from the URL), so
+/// neither a plugin nor an integration's settings may. A plugin request naming one is
+/// refused by the host. Compare case-insensitively ([`is_reserved_header`]).
+pub const RESERVED_HEADERS: &[&str] = &[
+    "Connection",
+    "Content-Length",
+    "Expect",
+    "Host",
+    "Keep-Alive",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Connection",
+    "TE",
+    "Trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+];
+
+/// Whether a header name is one of the [`RESERVED_HEADERS`].
+pub fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name.trim()))
+}
+
+/// The first dot segment (`.`, `..`, or a percent-encoded form of them) in the path of a URL
+/// as written, if any. URL parsing removes dot segments (and the segment before `..`), even
+/// percent-encoded ones, so a request whose URL has one would go to another path than the one
+/// written: the host refuses such a request, and a plugin should refuse the event first.
+pub fn dot_segment(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    path.split('/').skip(1).find(|segment| {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 /// The customer an event is about. Email is absent for anonymous customers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
@@ -223,6 +264,20 @@ mod tests {
             assert_eq!(event.event, *kind);
             assert!(event.id.is_some() && event.customer.email.is_some());
         }
+    }
+
+    #[test]
+    fn dot_segments_are_found_in_every_spelling() {
+        assert_eq!(dot_segment("https://x.test/hook/../x"), Some(".."));
+        assert_eq!(dot_segment("https://x.test/hook/%2E%2e"), Some("%2E%2e"));
+        assert_eq!(dot_segment("https://x.test/hook/.%2E/"), Some(".%2E"));
+        assert_eq!(dot_segment("https://x.test/hook/./x"), Some("."));
+        assert_eq!(dot_segment("https://x.test/a?b=/..#/.."), None);
+        assert_eq!(dot_segment("https://x.test"), None);
+        assert_eq!(dot_segment("https://x.test/...x/..a/%2E%2E%2E"), None);
+        assert_eq!(dot_segment("https://x.test/jane.smith/"), None);
+        assert!(is_reserved_header("content-length") && is_reserved_header(" Host"));
+        assert!(!is_reserved_header("X-Content-Length"));
     }
 
     #[test]

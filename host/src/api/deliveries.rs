@@ -9,7 +9,7 @@
 //! default 50) and `cursor` (the `next_cursor` of the previous page).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::integrations::parse_id;
-use super::{ApiError, ErrorBody};
+use super::{ApiError, ApiPath, ApiQuery, ErrorBody};
 use crate::server::AppState;
 use crate::store::{Attempt, Delivery, DeliveryFilter, DeliveryStatus, Timestamp};
 
@@ -144,7 +144,7 @@ impl ListQuery {
 )]
 async fn list(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let filter = query.filter()?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
@@ -179,7 +179,7 @@ async fn list(
 )]
 async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeliveryDetailOut>, ApiError> {
     let id = parse_id(&id)?;
     let detail = state
@@ -221,7 +221,7 @@ async fn show(
 )]
 async fn retry(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     let id = parse_id(&id)?;
     if !state.store.requeue(id, Timestamp::now()).await? {
@@ -266,7 +266,7 @@ const RETRY_PAGE: usize = 500;
 )]
 async fn retry_matching(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<BulkRequeued>, ApiError> {
     if query.limit.is_some() || query.cursor.is_some() {
         return Err(ApiError::bad_request(

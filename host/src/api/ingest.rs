@@ -22,7 +22,7 @@ use uuid::Uuid;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ErrorBody};
+use super::{ApiError, ErrorBody, read_body};
 use crate::runtime::PluginRegistry;
 use crate::server::AppState;
 use crate::store::{Delivery, DeliveryRef, EventRecord, Integration, NewEvent, Timestamp};
@@ -100,13 +100,11 @@ pub enum IngestOut {
 )]
 async fn ingest(State(state): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let limit = state.config.delivery.max_ingest_body_kib << 10;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the body is over the limit of {limit} bytes; send smaller batches"),
-        )
-    })?;
+    let too_large = (
+        "body_too_large",
+        format!("the body is over the limit of {limit} bytes; send smaller batches"),
+    );
+    let bytes = read_body(body, limit, too_large).await?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
@@ -295,8 +293,10 @@ pub fn check_event(value: Value, now: Timestamp) -> Result<(EventRecord, String)
             with_id.insert(name, value);
         }
     }
-    let value = Value::Object(with_id);
-    let event: Event = serde_json::from_value(value.clone()).map_err(|e| {
+    let text = Value::Object(with_id).to_string();
+    // From the text, as plugins parse it: a number beyond 64 bits is kept as its digits that
+    // way (parsing from a `Value` would try to fit it into a Rust integer).
+    let event = Event::from_json(&text).map_err(|e| {
         ApiError::bad_request("invalid_event", format!("the event does not fit: {e}"))
     })?;
     let customer = &event.customer;
@@ -322,7 +322,7 @@ pub fn check_event(value: Value, now: Timestamp) -> Result<(EventRecord, String)
         customer_name: name,
         deliveries: Vec::new(),
     };
-    Ok((record, value.to_string()))
+    Ok((record, text))
 }
 
 #[cfg(test)]

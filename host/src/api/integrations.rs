@@ -10,7 +10,7 @@
 //! sends its paused deliveries. `…/test` sends a sample event and answers with the outcome.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use canopy_events::EventKind;
@@ -22,10 +22,10 @@ use uuid::Uuid;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ErrorBody};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::crypto::secret::SecretValue;
 use crate::delivery::worker::TestOutcome;
-use crate::runtime::{Plugin, PluginConfig, RateLimit, Scope};
+use crate::runtime::{Plugin, PluginConfig, RateLimit, Scope, SettingKind};
 use crate::server::AppState;
 use crate::store::{Integration, StoredSecret, Timestamp, new_id};
 
@@ -115,7 +115,7 @@ impl From<Integration> for IntegrationOut {
             name: i.name,
             plugin: i.plugin,
             events: i.events,
-            settings: i.settings,
+            settings: without_url_credentials(i.settings),
             secrets: i.secrets.into_iter().map(|(n, s)| (n, s.hint)).collect(),
             enabled: i.enabled,
             disabled_reason: i.disabled_reason,
@@ -214,7 +214,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<IntegrationList>, Ap
 )]
 async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<IntegrationOut>, ApiError> {
     let (integration, _) = find(&state, &id).await?;
     Ok(Json(integration.into()))
@@ -236,7 +236,7 @@ async fn show(
 )]
 async fn update(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(patch): ApiJson<IntegrationPatch>,
 ) -> Result<Json<IntegrationOut>, ApiError> {
     let (current, id) = find(&state, &id).await?;
@@ -330,8 +330,8 @@ pub struct TestOut {
 )]
 async fn test(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<TestQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<TestQuery>,
 ) -> Result<Json<TestOut>, ApiError> {
     let (integration, id) = find(&state, &id).await?;
     let kind = match &query.event {
@@ -412,7 +412,7 @@ fn generate_missing_secrets(
 )]
 async fn remove(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     if !state.store.delete_integration(id).await? {
@@ -459,6 +459,26 @@ fn seal_secrets(
             }
         }
     }
+}
+
+/// Settings as the API shows them: a URL that carries credentials (`user:pass@`, refused
+/// since, but possibly stored by an earlier version) shows `redacted` in their place.
+fn without_url_credentials(mut settings: Value) -> Value {
+    if let Some(map) = settings.as_object_mut() {
+        for value in map.values_mut() {
+            if let Some(url) = value.as_str().and_then(url_with_credentials) {
+                *value = Value::String(crate::delivery::request::redact_url(&url));
+            }
+        }
+    }
+    settings
+}
+
+/// The text as a URL, if it is one that carries credentials.
+fn url_with_credentials(text: &str) -> Option<url::Url> {
+    url::Url::parse(text.trim())
+        .ok()
+        .filter(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// Everything an integration must satisfy before it is stored.
@@ -526,6 +546,28 @@ async fn check(state: &AppState, integration: &Integration) -> Result<(), ApiErr
         }
     }
 
+    // Credentials in a URL would be shown by every read of the integration and every log
+    // line of a request; secrets have their own place.
+    for spec in plugin
+        .info()
+        .settings
+        .iter()
+        .filter(|s| s.kind == SettingKind::Url)
+    {
+        if let Some(text) = integration.settings.get(&spec.name).and_then(Value::as_str)
+            && url_with_credentials(text).is_some()
+        {
+            return Err(ApiError::unprocessable(
+                "credentials_in_url",
+                format!(
+                    "`{}` carries credentials (user:password@); put them in a secret instead \
+                     (an authentication setting of the plugin), never in the URL",
+                    spec.name
+                ),
+            ));
+        }
+    }
+
     let config = PluginConfig {
         settings: integration.settings.clone(),
         secrets_present: integration.secrets.keys().cloned().collect(),
@@ -559,6 +601,14 @@ async fn check(state: &AppState, integration: &Integration) -> Result<(), ApiErr
         return Err(ApiError::unprocessable("invalid_settings", message)
             .with_details(json!({ "problems": problems })));
     }
+    // What the plugin accepts must also be sendable: the rehearsal refuses now what the host
+    // would refuse at every delivery (a header value with control characters, a token with a
+    // line break, a URL whose host does not survive a template).
+    state
+        .worker
+        .rehearse(integration, plugin)
+        .await
+        .map_err(|message| ApiError::unprocessable("invalid_settings", message))?;
     Ok(())
 }
 

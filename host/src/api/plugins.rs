@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use axum::body::Bytes;
 
-use super::{ApiError, ErrorBody};
+use super::{ApiError, ApiPath, ErrorBody, read_body};
 use crate::runtime::{Plugin, PluginInfo};
 use crate::server::AppState;
 use crate::store::{PluginVersion, Timestamp};
@@ -136,7 +136,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<PluginList>, ApiErro
 )]
 async fn show(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<PluginOut>, ApiError> {
     let plugin = active(&state, &id)?;
     Ok(Json(describe(&state, &plugin).await?))
@@ -155,7 +155,7 @@ async fn show(
 )]
 async fn versions(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<VersionList>, ApiError> {
     let versions = state.store.plugin_versions(&id).await?;
     if versions.is_empty() {
@@ -192,7 +192,7 @@ async fn versions(
 )]
 async fn upload(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<PluginOut>), ApiError> {
@@ -211,13 +211,11 @@ async fn upload(
         ));
     }
     let limit = state.runtime.limits().component_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "plugin_too_large",
-            format!("the component is over the limit of {limit} bytes"),
-        )
-    })?;
+    let too_large = (
+        "plugin_too_large",
+        format!("the component is over the limit of {limit} bytes"),
+    );
+    let bytes = read_body(body, limit, too_large).await?;
     let plugin = compile(&state, bytes.clone()).await?;
     if plugin.id() != id {
         return Err(ApiError::unprocessable(
@@ -253,6 +251,9 @@ async fn upload(
     Ok((status, Json(describe(&state, &plugin).await?)))
 }
 
+/// Largest rollback body (`{"number": n}`).
+const ROLLBACK_BODY_BYTES: usize = 4 << 10;
+
 /// Activate an earlier version (by default the one before the active one).
 #[utoipa::path(
     post, path = "/v1/plugins/{id}/rollback", tag = "plugins",
@@ -269,9 +270,14 @@ async fn upload(
 )]
 async fn rollback(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: Bytes,
+    ApiPath(id): ApiPath<String>,
+    body: Body,
 ) -> Result<Json<PluginOut>, ApiError> {
+    let too_large = (
+        "body_too_large",
+        "a rollback body is a few bytes".to_owned(),
+    );
+    let body = read_body(body, ROLLBACK_BODY_BYTES, too_large).await?;
     let wanted = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -332,7 +338,7 @@ async fn rollback(
 )]
 async fn remove(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let _serialised = state.plugin_changes.lock().await;
     let users: Vec<String> = state

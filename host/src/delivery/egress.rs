@@ -38,15 +38,43 @@ pub fn host_allowed(patterns: &[String], settings: &Value, host: &str) -> bool {
 }
 
 /// Whether an address is internal: loopback, private (RFC 1918, IPv6 unique local),
-/// link-local, shared (CGNAT), unspecified, broadcast, multicast or documentation ranges,
-/// and IPv4-mapped or -compatible IPv6 forms of those.
+/// link-local, shared (CGNAT), unspecified, broadcast, multicast or documentation ranges.
+/// An IPv6 address that carries an IPv4 address — mapped, compatible, NAT64, 6to4, Teredo —
+/// is judged by the IPv4 address it leads to, since that is where its packets end up.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped().or_else(|| ipv4_compatible(v6)) {
-            Some(v4) => is_internal_v4(v4),
-            None => is_internal_v6(v6),
-        },
+        IpAddr::V6(v6) => {
+            let embedded = embedded_ipv4(v6);
+            if embedded.is_empty() {
+                is_internal_v6(v6)
+            } else {
+                embedded.into_iter().any(is_internal_v4)
+            }
+        }
+    }
+}
+
+/// The IPv4 addresses an IPv6 address leads to, by the transition mechanisms that embed one:
+/// IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d` (deprecated), NAT64
+/// `64:ff9b::a.b.c.d` (RFC 6052), 6to4 `2002:aabb:ccdd::/48` (RFC 3056) and Teredo
+/// `2001:0::/32` (RFC 4380: the server's address in bits 32–63, the client's inverted in the
+/// last 32 bits; both count).
+fn embedded_ipv4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if let Some(mapped) = ip.to_ipv4_mapped() {
+        return vec![mapped];
+    }
+    if let Some(compatible) = ipv4_compatible(ip) {
+        return vec![compatible];
+    }
+    match (s[0], s[1], s[2]) {
+        // NAT64 well-known prefix 64:ff9b::/96.
+        (0x0064, 0xff9b, _) if s[2..6].iter().all(|x| *x == 0) => vec![v4(s[6], s[7])],
+        (0x2002, _, _) => vec![v4(s[1], s[2])],
+        (0x2001, 0x0000, _) => vec![v4(s[2], s[3]), v4(!s[6], !s[7])],
+        _ => Vec::new(),
     }
 }
 
@@ -73,6 +101,9 @@ fn is_internal_v6(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
+        // Local-use NAT64 64:ff9b:1::/48 (RFC 8215): where the IPv4 address sits in it is the
+        // operator's choice, so the whole prefix is treated as internal.
+        || (first == 0x0064 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 0x0001)
         || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
 }
 
@@ -154,7 +185,25 @@ mod tests {
                 "{internal} is internal"
             );
         }
+        // IPv6 forms that lead to an internal IPv4 address.
+        for embedded in [
+            "64:ff9b::7f00:1",                      // NAT64 of 127.0.0.1
+            "64:ff9b::a9fe:a9fe",                   // NAT64 of 169.254.169.254
+            "64:ff9b:1::a00:1",                     // local-use NAT64
+            "2002:7f00:1::1",                       // 6to4 of 127.0.0.1
+            "2002:c0a8:101::1",                     // 6to4 of 192.168.1.1
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo, client 127.0.0.1
+            "2001:0:a00:1::1",                      // Teredo, server 10.0.0.1
+        ] {
+            assert!(
+                is_internal(embedded.parse().unwrap()),
+                "{embedded} leads to an internal address"
+            );
+        }
         for public in [
+            "64:ff9b::808:808",                     // NAT64 of 8.8.8.8
+            "2002:808:808::1",                      // 6to4 of 8.8.8.8
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7", // Teredo, client 8.8.8.8
             "1.1.1.1",
             "172.32.0.1",
             "100.128.0.1",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::retry::{Next, RetrySchedule};
 use crate::runtime::Verdict;
-use crate::store::{DeliveryStatus, Outcome, Timestamp};
+use crate::store::{DeliveryStatus, Outcome, Signal, Timestamp};
 
 /// The result of one attempt, before the schedule is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,10 +34,12 @@ impl From<Verdict> for AttemptResult {
     }
 }
 
-/// The delivery's status after attempt number `attempt` (1 for the first) came to `result`.
-/// `unit` places the jitter (uniform in [0, 1)).
+/// The delivery's status after attempt number `attempt` (1 for the first) came to `result`;
+/// `signal` is what the attempt says about the destination. `unit` places the jitter
+/// (uniform in [0, 1)).
 pub fn decide(
     result: &AttemptResult,
+    signal: Signal,
     attempt: u32,
     schedule: &RetrySchedule,
     now: Timestamp,
@@ -47,6 +49,7 @@ pub fn decide(
         status,
         next_attempt_at: None,
         error: error.map(str::to_owned),
+        signal,
     };
     match result {
         AttemptResult::Delivered => finished(DeliveryStatus::Succeeded, None),
@@ -57,6 +60,7 @@ pub fn decide(
                 status: DeliveryStatus::Retrying,
                 next_attempt_at: Some(now.saturating_add(delay)),
                 error: Some(reason.clone()),
+                signal,
             },
             Next::Exhausted => finished(
                 DeliveryStatus::Exhausted,
@@ -104,12 +108,12 @@ mod tests {
     #[test]
     fn retries_follow_the_schedule_then_exhaust() {
         let schedule = RetrySchedule::parse("1m,5m", 0.0).unwrap();
-        let first = decide(&retry(None), 1, &schedule, NOW, 0.5);
+        let first = decide(&retry(None), Signal::Failing, 1, &schedule, NOW, 0.5);
         assert_eq!(first.status, DeliveryStatus::Retrying);
         assert_eq!(first.next_attempt_at, Some(Timestamp(1_060_000)));
-        let second = decide(&retry(None), 2, &schedule, NOW, 0.5);
+        let second = decide(&retry(None), Signal::Failing, 2, &schedule, NOW, 0.5);
         assert_eq!(second.next_attempt_at, Some(Timestamp(1_300_000)));
-        let third = decide(&retry(None), 3, &schedule, NOW, 0.5);
+        let third = decide(&retry(None), Signal::Failing, 3, &schedule, NOW, 0.5);
         assert_eq!(third.status, DeliveryStatus::Exhausted);
         assert_eq!(third.next_attempt_at, None);
         assert_eq!(
@@ -121,7 +125,7 @@ mod tests {
     #[test]
     fn retry_after_replaces_the_step() {
         let schedule = RetrySchedule::parse("1m,5m", 0.1).unwrap();
-        let outcome = decide(&retry(Some(30)), 1, &schedule, NOW, 0.9);
+        let outcome = decide(&retry(Some(30)), Signal::Failing, 1, &schedule, NOW, 0.9);
         assert_eq!(outcome.next_attempt_at, Some(Timestamp(1_030_000)));
     }
 
@@ -146,7 +150,7 @@ mod tests {
             ),
         ];
         for (result, status, error) in cases {
-            let outcome = decide(&result, 1, &schedule, NOW, 0.5);
+            let outcome = decide(&result, Signal::Neutral, 1, &schedule, NOW, 0.5);
             assert_eq!(outcome.status, status);
             assert_eq!(outcome.next_attempt_at, None);
             assert_eq!(outcome.error.as_deref(), error);

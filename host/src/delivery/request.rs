@@ -50,6 +50,30 @@ pub enum PrepareError {
     Signing { name: String, error: SigningError },
 }
 
+impl PrepareError {
+    /// Whether the integration's settings cause it (every delivery would fail the same way),
+    /// rather than this event's data.
+    pub fn is_configuration(&self) -> bool {
+        !matches!(
+            self,
+            PrepareError::InvalidUrl(_) | PrepareError::InvalidHeader(_)
+        )
+    }
+}
+
+/// A URL as the delivery log shows it: credentials in it (`https://user:pass@…`) replaced by
+/// `redacted`.
+pub fn redact_url(url: &url::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    // Setting credentials only fails for URLs that cannot have them, which had none.
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("redacted");
+    shown.to_string()
+}
+
 /// Fills in secrets, checks the destination against `allowed_hosts` (with the integration's
 /// `settings` for `settings:` patterns), and signs.
 pub fn prepare(
@@ -277,6 +301,17 @@ mod tests {
             ATTEMPT,
         )
         .unwrap_err()
+    }
+
+    #[test]
+    fn logged_urls_never_show_credentials() {
+        let url = url::Url::parse("https://user:p4ss@hooks.example.com/in?x=1").unwrap();
+        assert_eq!(
+            redact_url(&url),
+            "https://redacted@hooks.example.com/in?x=1"
+        );
+        let plain = url::Url::parse("https://hooks.example.com/in").unwrap();
+        assert_eq!(redact_url(&plain), "https://hooks.example.com/in");
     }
 
     #[test]

@@ -8,6 +8,13 @@
 //!   that resolves only to internal ones is refused. Checking the addresses actually
 //!   connected to (not a separate lookup) leaves no gap for DNS rebinding.
 //!
+//! Proxies: the proxy variables of the environment (`HTTP_PROXY`, `HTTPS_PROXY`, …) are
+//! ignored — through one, a request would reach an internal address the resolver never saw.
+//! Only a proxy configured for Canopy (`--egress-proxy`) is used, and then the destination's
+//! name is resolved and checked here before the request is handed to the proxy: every
+//! address must be public (the proxy resolves the name again, so it should refuse internal
+//! destinations too; see the README).
+//!
 //! The **egress override** (tests, staging) sends a platform host's requests to another base
 //! URL, as curl's `--connect-to` does; it applies after the declared-host check and its
 //! targets are the operator's own configuration, so they are not subject to the guard.
@@ -117,6 +124,8 @@ pub struct Sender {
     overridden: reqwest::Client,
     overrides: Arc<[EgressOverride]>,
     allow_internal: bool,
+    /// Requests go through a proxy, which resolves names itself: checked before sending.
+    proxied: bool,
     timeout: Duration,
 }
 
@@ -130,6 +139,7 @@ impl Sender {
         timeout: Duration,
         allow_internal: bool,
         overrides: Vec<EgressOverride>,
+        proxy: Option<Url>,
     ) -> Result<Sender, ClientError> {
         let builder = || {
             reqwest::Client::builder()
@@ -138,16 +148,24 @@ impl Sender {
                 .redirect(reqwest::redirect::Policy::none())
                 .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
                 .user_agent(concat!("Canopy/", env!("CARGO_PKG_VERSION")))
+                // Never the environment's proxy variables: see the module docs.
+                .no_proxy()
         };
         let mut guarded = builder();
         if !allow_internal {
             guarded = guarded.dns_resolver(Arc::new(GuardedResolver));
+        }
+        if let Some(proxy) = &proxy {
+            let proxy = reqwest::Proxy::all(proxy.as_str())
+                .map_err(|e| ClientError(format!("the egress proxy: {e}")))?;
+            guarded = guarded.proxy(proxy);
         }
         Ok(Sender {
             guarded: guarded.build().map_err(|e| ClientError(e.to_string()))?,
             overridden: builder().build().map_err(|e| ClientError(e.to_string()))?,
             overrides: overrides.into(),
             allow_internal,
+            proxied: proxy.is_some(),
             timeout,
         })
     }
@@ -164,6 +182,9 @@ impl Sender {
             None => {
                 if !self.allow_internal {
                     check_literal_host(&request.url)?;
+                    if self.proxied {
+                        check_resolved_host(&request.url).await?;
+                    }
                 }
                 (&self.guarded, request.url.clone())
             }
@@ -255,6 +276,31 @@ fn check_literal_host(url: &Url) -> Result<(), SendError> {
     if is_internal(ip) {
         return Err(SendError::Refused(format!(
             "refused to send to {ip}: an internal address (set allow-private-networks to allow it)"
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves a URL's host name and refuses it if any of its addresses is internal: the check
+/// made before a request goes to a proxy, which connects on its own.
+async fn check_resolved_host(url: &Url) -> Result<(), SendError> {
+    let Some(url::Host::Domain(host)) = url.host() else {
+        return Ok(()); // IP literals were checked already
+    };
+    let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+        .await
+        .map_err(|e| SendError::Network(format!("cannot resolve {host} to check it: {e}")))?
+        .collect();
+    let internal: Vec<String> = addresses
+        .iter()
+        .filter(|a| is_internal(a.ip()))
+        .map(|a| a.ip().to_string())
+        .collect();
+    if !internal.is_empty() {
+        return Err(SendError::Refused(format!(
+            "refused to send to {host}: it resolves to internal addresses ({}) \
+             (set allow-private-networks to allow it)",
+            internal.join(", ")
         )));
     }
     Ok(())

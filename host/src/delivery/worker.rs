@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use canopy_events::EventKind;
 use uuid::Uuid;
 
 use super::outcome::{AttemptResult, decide, default_verdict};
@@ -26,8 +27,8 @@ use crate::runtime::{
     Scope, Verdict,
 };
 use crate::store::{
-    Attempt, Delivery, DeliveryStatus, Exchange, Integration, ReceivedResponse, SentRequest, Store,
-    StoreError, Timestamp,
+    Attempt, Delivery, DeliveryStatus, Exchange, Integration, ReceivedResponse, SentRequest,
+    Signal, Store, StoreError, Timestamp,
 };
 
 /// How much of a request body the delivery log keeps.
@@ -39,7 +40,7 @@ pub const RESPONSE_EXCERPT_BYTES: usize = 4 << 10;
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub schedule: RetrySchedule,
-    /// Consecutive failed deliveries that disable an integration (0: never).
+    /// Consecutive failed attempts that disable an integration (0: never).
     pub auto_disable_after: u32,
 }
 
@@ -72,17 +73,28 @@ pub struct TestOutcome {
 /// What one attempt produced, before the schedule is applied.
 struct Tried {
     result: AttemptResult,
+    /// What it says about the destination (auto-disable).
+    signal: Signal,
     exchanges: Vec<Exchange>,
     plugin_version: String,
 }
 
 impl Tried {
+    /// An attempt that ended before any request went out. Whatever stopped it says nothing
+    /// about the destination unless [`Tried::failing`] says so.
     fn without_request(result: AttemptResult, plugin_version: &str) -> Tried {
         Tried {
             result,
+            signal: Signal::Neutral,
             exchanges: Vec::new(),
             plugin_version: plugin_version.to_owned(),
         }
+    }
+
+    /// Counts against the destination (its answer, or settings that cannot work).
+    fn failing(mut self) -> Tried {
+        self.signal = Signal::Failing;
+        self
     }
 }
 
@@ -149,6 +161,66 @@ impl Worker {
         self.finish(&delivery, tried, now, started).await
     }
 
+    /// Rehearses an integration before it is saved: the sample of every event type it takes
+    /// goes through the plugin's `transform` and the host's request preparation (secrets filled
+    /// in, declared hosts, header names and values, signatures), and nothing is sent. Anything
+    /// the host would refuse at send time is refused here, named with its event type, so that
+    /// settings accepted at save cannot make every delivery fail.
+    pub async fn rehearse(
+        &self,
+        integration: &Integration,
+        plugin: Arc<Plugin>,
+    ) -> Result<(), String> {
+        let secrets = open_secrets(&self.key, integration)?;
+        let config = plugin_config(integration);
+        let settings = integration.settings.clone();
+        let scope = integration.id.to_string();
+        let kinds: Vec<EventKind> = EventKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| integration.subscribes_to(k.key()) && plugin.info().supports(k.key()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for kind in kinds {
+                let event = kind.key();
+                let requests =
+                    match plugin.transform(Scope::Integration(&scope), kind.sample_json(), &config)
+                    {
+                        Ok(call) => match call.value {
+                            Ok(requests) => requests,
+                            Err(Refusal::InvalidConfig(reason)) => return Err(reason),
+                            // The plugin may decline a sample (skip, or an event it cannot take);
+                            // that says nothing about the settings.
+                            Err(Refusal::Skip(_) | Refusal::InvalidEvent(_)) => continue,
+                        },
+                        Err(error) if error.is_refused_output() => {
+                            return Err(format!("a `{event}` event could not be sent: {error}"));
+                        }
+                        // A plugin that traps or breaks a limit is the plugin's defect, not the
+                        // settings': its deliveries fail with the reason, the integration saves.
+                        Err(_) => continue,
+                    };
+                for request in &requests {
+                    let attempt = request::Attempt {
+                        delivery_id: "rehearsal",
+                        timestamp: 0,
+                    };
+                    prepare(
+                        request,
+                        &secrets,
+                        &plugin.info().allowed_hosts,
+                        &settings,
+                        attempt,
+                    )
+                    .map_err(|e| format!("a `{event}` event could not be sent: {e}"))?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| format!("the check was lost: {e}"))?
+    }
+
     /// The Test button: one attempt of `event_json` through the integration's real plugin and
     /// network path, answered directly; nothing is stored, no rate limit or schedule applies.
     pub async fn test(&self, integration: &Integration, event_json: String) -> TestOutcome {
@@ -194,6 +266,7 @@ impl Worker {
         let version = plugin.info().version.clone();
         let fail = |reason: String, exchanges| Tried {
             result: AttemptResult::Failed { reason },
+            signal: Signal::Neutral,
             exchanges,
             plugin_version: version.clone(),
         };
@@ -209,7 +282,7 @@ impl Worker {
                 return Tried::without_request(AttemptResult::Skipped { reason }, &version);
             }
             Ok(Err(Refusal::InvalidConfig(reason))) => {
-                return fail(format!("invalid integration settings: {reason}"), vec![]);
+                return fail(format!("invalid integration settings: {reason}"), vec![]).failing();
             }
             Ok(Err(Refusal::InvalidEvent(reason))) => {
                 return fail(
@@ -234,11 +307,21 @@ impl Worker {
             let prepared = match prepare(request, &secrets, allowed, &integration.settings, attempt)
             {
                 Ok(prepared) => prepared,
-                Err(error) => return fail(error.to_string(), exchanges),
+                Err(error) => {
+                    let tried = fail(error.to_string(), exchanges);
+                    // Settings that cannot work fail every delivery: the destination's count.
+                    // A request this event alone cannot make (a header or URL built from its
+                    // data) is not the destination's failure.
+                    return if error.is_configuration() {
+                        tried.failing()
+                    } else {
+                        tried
+                    };
+                }
             };
             let sent = SentRequest {
                 method: prepared.method.as_str().to_owned(),
-                url: prepared.url.to_string(),
+                url: request::redact_url(&prepared.url),
                 headers: prepared.redacted_headers.clone(),
                 body: excerpt(&prepared.body, REQUEST_EXCERPT_BYTES),
                 body_bytes: prepared.body.len(),
@@ -265,6 +348,7 @@ impl Worker {
                     };
                     return Tried {
                         result,
+                        signal: Signal::Failing,
                         exchanges,
                         plugin_version: version,
                     };
@@ -285,6 +369,7 @@ impl Worker {
             if verdict != Verdict::Delivered {
                 return Tried {
                     result: verdict.into(),
+                    signal: Signal::Failing,
                     exchanges,
                     plugin_version: version,
                 };
@@ -292,6 +377,7 @@ impl Worker {
         }
         Tried {
             result: AttemptResult::Delivered,
+            signal: Signal::Healthy,
             exchanges,
             plugin_version: version,
         }
@@ -364,6 +450,7 @@ impl Worker {
         let number = delivery.attempts + 1;
         let outcome = decide(
             &tried.result,
+            tried.signal,
             number,
             &self.policy.schedule,
             Timestamp::now(),
@@ -378,18 +465,20 @@ impl Worker {
             error: outcome.error.clone(),
             exchanges: tried.exchanges,
         };
-        let status = outcome.status;
         let error = outcome.error.clone();
-        let recorded = self
-            .store
-            .record_attempt(
+        // The request went out: its outcome must not be lost to a store that cannot write
+        // for a while (a full disk). The delivery stays leased meanwhile.
+        let recorded = keep_trying(|| {
+            self.store.record_attempt(
                 delivery.id,
-                attempt,
-                outcome,
+                attempt.clone(),
+                outcome.clone(),
                 Timestamp::now(),
                 self.policy.auto_disable_after,
             )
-            .await?;
+        })
+        .await?;
+        let status = recorded.status;
         self.metrics.delivery(status);
         let (id, integration) = (delivery.id, delivery.integration_id);
         match status {
@@ -405,11 +494,35 @@ impl Worker {
         if recorded.integration_disabled {
             tracing::warn!(
                 %integration,
-                "integration disabled after {} consecutive failed deliveries; new deliveries are paused until it is enabled again",
+                "integration disabled after {} consecutive failed attempts; its deliveries are paused until it is enabled again",
                 self.policy.auto_disable_after
             );
         }
         Ok(())
+    }
+}
+
+/// How long an attempt's outcome waits for a store that cannot take writes before it is given
+/// up (the lease then brings the delivery back, and it is sent again).
+const OUTCOME_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+/// Pause between tries of a write the store refused as unavailable.
+const UNAVAILABLE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs a store write again while the store is unavailable, up to [`OUTCOME_PATIENCE`].
+async fn keep_trying<T, F, Fut>(mut write: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let started = Instant::now();
+    loop {
+        match write().await {
+            Err(StoreError::Unavailable(reason)) if started.elapsed() < OUTCOME_PATIENCE => {
+                tracing::debug!(%reason, "the store is unavailable; the outcome waits for it");
+                tokio::time::sleep(UNAVAILABLE_BACKOFF).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -70,6 +70,19 @@ pub enum PluginError {
     Instantiate(String),
 }
 
+impl PluginError {
+    /// Whether the host refused what the plugin returned (an invalid or oversized request),
+    /// as opposed to the plugin failing to return at all (a trap, a limit).
+    pub fn is_refused_output(&self) -> bool {
+        matches!(
+            self,
+            PluginError::InvalidOutput(_)
+                | PluginError::OutputTooLarge { .. }
+                | PluginError::TooManyRequests { .. }
+        )
+    }
+}
+
 fn optional(prefix: &str, text: &str) -> String {
     if text.is_empty() {
         String::new()

@@ -14,7 +14,7 @@ use super::error::{LoadError, PluginError};
 use super::host::{InstanceState, PluginLog};
 use super::types::{
     ConfigError, Header, PluginConfig, PluginInfo, PluginRequest, PluginResponse, Refusal, Segment,
-    Verdict,
+    SignatureRequest, Verdict,
 };
 use super::{Forbidden, RuntimeInner, Scope};
 
@@ -380,12 +380,7 @@ fn check_request(r: bindings::types::OutgoingRequest) -> Result<PluginRequest, P
     }
     let mut headers = Vec::with_capacity(r.headers.len());
     for header in r.headers {
-        if http::HeaderName::from_bytes(header.name.as_bytes()).is_err() {
-            return Err(invalid(format!(
-                "header name {:?} is not valid",
-                header.name
-            )));
-        }
+        check_header_name(&header.name)?;
         let value: Vec<Segment> = header.value.into_iter().map(Segment::from).collect();
         for segment in &value {
             if let Segment::Text(text) = segment
@@ -402,13 +397,41 @@ fn check_request(r: bindings::types::OutgoingRequest) -> Result<PluginRequest, P
             value,
         });
     }
+    if let Some(segment) = canopy_events::dot_segment(&r.url) {
+        return Err(invalid(format!(
+            "URL `{}` has the path segment `{segment}`, which would remove part of its path \
+             when sent (a value that fills a path segment must not be `.` or `..`)",
+            r.url
+        )));
+    }
+    let signatures: Vec<SignatureRequest> = r.signatures.into_iter().map(Into::into).collect();
+    for signature in &signatures {
+        if let SignatureRequest::HmacSha256Hex { header, .. } = signature {
+            check_header_name(header)?;
+        }
+    }
     Ok(PluginRequest {
         method: r.method.into(),
         url: r.url,
         headers,
         body: r.body,
-        signatures: r.signatures.into_iter().map(Into::into).collect(),
+        signatures,
     })
+}
+
+/// A header name a plugin may set: valid, and not one of the headers the HTTP layer owns.
+fn check_header_name(name: &str) -> Result<(), PluginError> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(PluginError::InvalidOutput(format!(
+            "header name {name:?} is not valid"
+        )));
+    }
+    if canopy_events::is_reserved_header(name) {
+        return Err(PluginError::InvalidOutput(format!(
+            "header `{name}` frames or routes the request; the host sets it, a plugin cannot"
+        )));
+    }
+    Ok(())
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), LoadError> {

@@ -63,9 +63,12 @@ impl Timestamp {
         Duration::from_millis(later.0.saturating_sub(self.0))
     }
 
-    /// Parses RFC 3339 in UTC (`2026-02-06T14:30:00Z`, fractions allowed).
+    /// Parses RFC 3339 in UTC (`2026-02-06T14:30:00Z`, fractions allowed, `Z` or `+00:00`),
+    /// exactly as written: no surrounding whitespace, `T` between date and time. What passes
+    /// is what is kept (an event's timestamp travels on, into headers such as
+    /// `X-LoyaltyTree-Timestamp`).
     pub fn parse(text: &str) -> Option<Timestamp> {
-        let time = humantime::parse_rfc3339_weak(text.trim()).ok()?;
+        let time = humantime::parse_rfc3339(text).ok()?;
         Some(Timestamp(
             time.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64
         ))
@@ -187,7 +190,8 @@ pub struct Integration {
     /// Why it is disabled, when the host disabled it (auto-disable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
-    /// Deliveries that ended failed or exhausted since the last success.
+    /// Attempts that failed through the destination since its last success (see
+    /// [`Integration::observe`]).
     #[serde(default)]
     pub consecutive_failures: u32,
     /// An admin's lower limit than the plugin's declared one.
@@ -206,6 +210,62 @@ impl Integration {
     pub fn auto_disabled(&self) -> bool {
         !self.enabled && self.disabled_reason.is_some()
     }
+
+    /// The auto-disable rule (SPEC.md §4, seed 001), counted per attempt: every attempt that
+    /// failed through the destination ([`Signal::Failing`]: an error status, a timeout, a
+    /// refused or unreachable address, settings that cannot work) adds one to
+    /// `consecutive_failures`, a success resets it, and anything that says nothing about the
+    /// destination (a skip, an event the plugin or the host cannot turn into a request, a
+    /// broken plugin) leaves it as it is. At `threshold` (0: never) the integration is
+    /// disabled with the reason. Counting attempts rather than finished deliveries means a
+    /// destination that stays down is disabled while its deliveries are still being retried
+    /// (a hanging receiver never finishes one), and never later than the retry window.
+    /// Returns whether this observation disabled it.
+    pub fn observe(
+        &mut self,
+        signal: Signal,
+        threshold: u32,
+        now: Timestamp,
+        error: Option<&str>,
+    ) -> bool {
+        match signal {
+            Signal::Healthy => {
+                self.consecutive_failures = 0;
+                false
+            }
+            Signal::Neutral => false,
+            Signal::Failing => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                if threshold == 0 || !self.enabled || self.consecutive_failures < threshold {
+                    return false;
+                }
+                self.enabled = false;
+                self.disabled_reason = Some(format!(
+                    "disabled automatically after {} consecutive failed attempts{}",
+                    self.consecutive_failures,
+                    error
+                        .map(|e| format!(" (the last: {e})"))
+                        .unwrap_or_default()
+                ));
+                self.updated_at = now;
+                true
+            }
+        }
+    }
+}
+
+/// What an attempt says about its destination's health, for the auto-disable rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Signal {
+    /// Delivered.
+    Healthy,
+    /// Failed through the destination or the integration's settings.
+    Failing,
+    /// Says nothing about the destination: skipped, or failed because of the event, the
+    /// plugin or the host (a request that cannot be built from this event is not the
+    /// destination's failure).
+    #[default]
+    Neutral,
 }
 
 /// A secret as stored: the sealed value and the hint an admin may see.
@@ -434,12 +494,29 @@ pub struct Outcome {
     /// When to try again (retrying only).
     pub next_attempt_at: Option<Timestamp>,
     pub error: Option<String>,
+    /// What it says about the destination (auto-disable).
+    pub signal: Signal,
 }
 
-/// What recording an attempt did beyond the delivery itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+impl Outcome {
+    /// The outcome as it applies while the integration is disabled: a delivery that would be
+    /// retried is held, paused, instead (it goes out when the integration is enabled again),
+    /// so an integration disabled mid-flight drops nothing and sends nothing more.
+    pub fn held_while_disabled(mut self, integration: &Integration) -> Outcome {
+        if !integration.enabled && self.status == DeliveryStatus::Retrying {
+            self.status = DeliveryStatus::Paused;
+            self.next_attempt_at = None;
+        }
+        self
+    }
+}
+
+/// What recording an attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
-    /// This failure disabled the integration.
+    /// The delivery's status now (a retry is held as paused once the integration is off).
+    pub status: DeliveryStatus,
+    /// This attempt disabled the integration.
     pub integration_disabled: bool,
 }
 
@@ -506,6 +583,9 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
     #[error("{0}")]
     Rejected(String),
+    /// The store cannot take writes now (a full disk, a database out of reach); it may later.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Changes an integration under the store's write lock; an `Err` leaves it unchanged.
@@ -559,9 +639,9 @@ pub trait Store: Send + Sync + 'static {
     async fn recover_leases(&self, now: Timestamp) -> Result<usize, StoreError>;
     /// Holds a leased delivery as paused (its integration is disabled).
     async fn pause(&self, id: Uuid, now: Timestamp, reason: &str) -> Result<(), StoreError>;
-    /// Records an attempt of a leased delivery and applies its outcome. A failed or exhausted
-    /// outcome counts toward the integration's auto-disable threshold (`0`: never); a success
-    /// resets the count.
+    /// Records an attempt of a leased delivery and applies its outcome, with the
+    /// integration's auto-disable rule ([`Integration::observe`], threshold `0`: never) and
+    /// [`Outcome::held_while_disabled`], in one atomic write.
     async fn record_attempt(
         &self,
         id: Uuid,
@@ -626,6 +706,14 @@ pub trait Store: Send + Sync + 'static {
         fingerprint_name: &str,
         fingerprint: &str,
     ) -> Result<(), StoreError>;
+
+    // ---- health ---------------------------------------------------------------------------
+
+    /// Whether the store can take writes now; why not, when it cannot.
+    async fn health(&self) -> Result<(), String>;
+    /// Makes a store that cannot take writes usable again, if it can be now (the server's
+    /// watchdog calls it while [`Store::health`] fails). `Ok` once it is usable.
+    async fn recover(&self) -> Result<(), StoreError>;
 
     // ---- metadata -------------------------------------------------------------------------
 

@@ -25,8 +25,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -65,7 +66,9 @@ const INGEST_CHUNK: usize = 100;
 const PURGE_CHUNK: usize = 1_000;
 
 pub struct SledStore {
-    db: ::sled::Db,
+    dir: PathBuf,
+    /// `None` only while [`Store::recover`] reopens the engine.
+    db: RwLock<Option<::sled::Db>>,
     write: Mutex<()>,
     commit: GroupCommit,
 }
@@ -87,25 +90,44 @@ struct GroupCommit {
 
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> StoreError {
-        StoreError::Backend(e.to_string())
+        match e {
+            // A full disk, or a write the file system refused: sled stops taking writes until
+            // it is reopened (see `recover`).
+            ::sled::Error::Io(e) => {
+                StoreError::Unavailable(format!("the data directory cannot be written: {e}"))
+            }
+            other => StoreError::Backend(other.to_string()),
+        }
     }
 }
+
+/// Free space below which the data directory's disk counts as full: sled writes its log in
+/// segments of 512 KiB, so with less than this a write is about to fail.
+const MIN_FREE_BYTES: u64 = 1 << 20;
+/// Size of the file [`Store::recover`] writes to find out whether the disk has room again.
+const PROBE_BYTES: usize = 1 << 20;
+/// How long a reopen waits for the previous engine's last handles (its file lock) to go.
+const REOPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`. sled locks the directory: a second process on
     /// the same data fails here.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = ::sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(Some(FLUSH_EVERY_MS))
-            .open()
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))?;
         Ok(SledStore {
-            db,
+            dir: dir.to_owned(),
+            db: RwLock::new(Some(open_db(dir)?)),
             write: Mutex::new(()),
             commit: GroupCommit::default(),
         })
+    }
+
+    /// The engine (a cheap handle).
+    fn db(&self) -> Result<::sled::Db, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unavailable("the store is being reopened".into()))
     }
 
     /// Returns once every write this caller applied before calling is on disk.
@@ -117,7 +139,7 @@ impl SledStore {
         }
         // Everything counted so far was applied before it was counted: this flush covers it.
         let covers = self.commit.written.load(Ordering::SeqCst);
-        let db = self.db.clone();
+        let db = self.db()?;
         tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| StoreError::Backend(format!("the flush was lost: {e}")))??;
@@ -134,7 +156,7 @@ impl SledStore {
         key: &[u8],
         what: &'static str,
     ) -> Result<Option<T>, StoreError> {
-        match self.db.get(key)? {
+        match self.db()?.get(key)? {
             Some(bytes) => decode(&bytes, what).map(Some),
             None => Ok(None),
         }
@@ -177,7 +199,7 @@ impl SledStore {
         change(&mut new);
         let mut batch = ::sled::Batch::default();
         self.put_delivery(&mut batch, Some(&old), &new);
-        self.db.apply_batch(batch)?;
+        self.db()?.apply_batch(batch)?;
         Ok(Some(new))
     }
 
@@ -188,9 +210,7 @@ impl SledStore {
         integration: Uuid,
         change: impl Fn(&mut Delivery),
     ) -> Result<(), StoreError> {
-        let paused: Vec<Uuid> = self
-            .ids_in(&key(PAUSED, integration.as_bytes()))
-            .collect::<Result<_, _>>()?;
+        let paused = self.ids_in(&key(PAUSED, integration.as_bytes()))?;
         for id in paused {
             let Some(old) = self.delivery_record(id)? else {
                 continue;
@@ -202,12 +222,44 @@ impl SledStore {
         Ok(())
     }
 
-    fn ids_in(&self, prefix: &[u8]) -> impl Iterator<Item = Result<Uuid, StoreError>> + '_ {
-        self.db
+    fn ids_in(&self, prefix: &[u8]) -> Result<Vec<Uuid>, StoreError> {
+        self.db()?
             .scan_prefix(prefix)
             .keys()
             .map(|k| Ok(trailing_id(&k?)))
+            .collect()
     }
+}
+
+fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
+    ::sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_BYTES)
+        .flush_every_ms(Some(FLUSH_EVERY_MS))
+        .open()
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))
+}
+
+/// Bytes free for unprivileged writes on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a writable statvfs.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let done = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    (done == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Whether `dir` takes a write of [`PROBE_BYTES`] again, made durable, then removed.
+fn probe_write(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(".canopy-write-probe");
+    let written = std::fs::File::create(&path).and_then(|mut file| {
+        file.write_all(&vec![0u8; PROBE_BYTES])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&path);
+    written
 }
 
 #[async_trait::async_trait]
@@ -252,10 +304,10 @@ impl Store for SledStore {
                 });
                 written += 1;
                 if written % INGEST_CHUNK == 0 {
-                    self.db.apply_batch(std::mem::take(&mut batch))?;
+                    self.db()?.apply_batch(std::mem::take(&mut batch))?;
                 }
             }
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
         }
         if results.iter().any(|r| !r.duplicate) {
             self.durable().await?;
@@ -268,7 +320,7 @@ impl Store for SledStore {
     }
 
     async fn event_json(&self, id: Uuid) -> Result<Option<String>, StoreError> {
-        match self.db.get(key(EVENT_JSON, id.as_bytes()))? {
+        match self.db()?.get(key(EVENT_JSON, id.as_bytes()))? {
             Some(bytes) => String::from_utf8(bytes.to_vec())
                 .map(Some)
                 .map_err(|e| corrupt("event JSON", e)),
@@ -277,7 +329,7 @@ impl Store for SledStore {
     }
 
     async fn create_integration(&self, integration: &Integration) -> Result<(), StoreError> {
-        self.db.insert(
+        self.db()?.insert(
             key(INTEGRATION, integration.id.as_bytes()),
             encode(integration),
         )?;
@@ -290,7 +342,7 @@ impl Store for SledStore {
     }
 
     async fn integrations(&self) -> Result<Vec<Integration>, StoreError> {
-        self.db
+        self.db()?
             .scan_prefix([INTEGRATION])
             .values()
             .map(|v| decode(&v?, "integration"))
@@ -332,7 +384,7 @@ impl Store for SledStore {
                 })?;
             }
             batch.insert(key(INTEGRATION, id.as_bytes()), encode(&integration));
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
             integration
         };
         self.durable().await?;
@@ -342,7 +394,7 @@ impl Store for SledStore {
     async fn delete_integration(&self, id: Uuid) -> Result<bool, StoreError> {
         {
             let _write = self.lock();
-            if !self.db.contains_key(key(INTEGRATION, id.as_bytes()))? {
+            if !self.db()?.contains_key(key(INTEGRATION, id.as_bytes()))? {
                 return Ok(false);
             }
             let mut batch = ::sled::Batch::default();
@@ -354,7 +406,7 @@ impl Store for SledStore {
                 d.last_error = Some("the integration was deleted".into());
                 d.updated_at = now;
             })?;
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
         }
         self.durable().await?;
         Ok(true)
@@ -369,7 +421,7 @@ impl Store for SledStore {
         let _write = self.lock();
         let end = key(QUEUE, &(now.0 + 1).to_be_bytes());
         let due: Vec<::sled::IVec> = self
-            .db
+            .db()?
             .range(vec![QUEUE]..end)
             .keys()
             .take(limit)
@@ -392,12 +444,12 @@ impl Store for SledStore {
             self.put_delivery(&mut batch, Some(&old), &new);
             claimed.push(new);
         }
-        self.db.apply_batch(batch)?;
+        self.db()?.apply_batch(batch)?;
         Ok(claimed)
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        match self.db.scan_prefix([QUEUE]).keys().next() {
+        match self.db()?.scan_prefix([QUEUE]).keys().next() {
             Some(k) => {
                 let k = k?;
                 let ms: [u8; 8] = k[1..9].try_into().map_err(|e| corrupt("queue key", e))?;
@@ -416,7 +468,7 @@ impl Store for SledStore {
     }
 
     async fn recover_leases(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let leased: Vec<Uuid> = self.ids_in(&[LEASE]).collect::<Result<_, _>>()?;
+        let leased = self.ids_in(&[LEASE])?;
         for &id in &leased {
             self.change_delivery(id, |d| {
                 d.lease_until = None;
@@ -449,6 +501,25 @@ impl Store for SledStore {
         let Some(old) = self.delivery_record(id)? else {
             return Err(StoreError::Rejected(format!("no delivery {id}")));
         };
+        let mut batch = ::sled::Batch::default();
+        let mut integration_disabled = false;
+        let mut outcome = outcome;
+        let integration_key = key(INTEGRATION, old.integration_id.as_bytes());
+        if let Some(mut integration) = self.get::<Integration>(&integration_key, "integration")? {
+            let before = integration.clone();
+            integration_disabled = integration.observe(
+                outcome.signal,
+                auto_disable_after,
+                now,
+                outcome.error.as_deref(),
+            );
+            outcome = outcome.held_while_disabled(&integration);
+            if integration != before {
+                batch.insert(integration_key, encode(&integration));
+            }
+        }
+        let mut attempt = attempt;
+        attempt.outcome = outcome.status;
         let mut new = old.clone();
         new.attempts = attempt.number;
         new.status = outcome.status;
@@ -457,41 +528,15 @@ impl Store for SledStore {
         new.last_error = outcome.error;
         new.updated_at = now;
 
-        let mut batch = ::sled::Batch::default();
         let mut attempt_key = key(ATTEMPT, id.as_bytes());
         attempt_key.extend_from_slice(&attempt.number.to_be_bytes());
         batch.insert(attempt_key, encode(&attempt));
         self.put_delivery(&mut batch, Some(&old), &new);
-
-        let mut recorded = Recorded::default();
-        let integration_key = key(INTEGRATION, new.integration_id.as_bytes());
-        if let Some(mut integration) = self.get::<Integration>(&integration_key, "integration")? {
-            let before = integration.clone();
-            match new.status {
-                DeliveryStatus::Succeeded => integration.consecutive_failures = 0,
-                DeliveryStatus::Failed | DeliveryStatus::Exhausted => {
-                    integration.consecutive_failures += 1;
-                    if auto_disable_after > 0
-                        && integration.enabled
-                        && integration.consecutive_failures >= auto_disable_after
-                    {
-                        integration.enabled = false;
-                        integration.disabled_reason = Some(format!(
-                            "disabled automatically after {} consecutive failed deliveries",
-                            integration.consecutive_failures
-                        ));
-                        integration.updated_at = now;
-                        recorded.integration_disabled = true;
-                    }
-                }
-                _ => {}
-            }
-            if integration != before {
-                batch.insert(integration_key, encode(&integration));
-            }
-        }
-        self.db.apply_batch(batch)?;
-        Ok(recorded)
+        self.db()?.apply_batch(batch)?;
+        Ok(Recorded {
+            status: new.status,
+            integration_disabled,
+        })
     }
 
     async fn requeue(&self, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {
@@ -511,7 +556,7 @@ impl Store for SledStore {
         new.updated_at = now;
         let mut batch = ::sled::Batch::default();
         self.put_delivery(&mut batch, Some(&old), &new);
-        self.db.apply_batch(batch)?;
+        self.db()?.apply_batch(batch)?;
         Ok(true)
     }
 
@@ -520,7 +565,7 @@ impl Store for SledStore {
             return Ok(None);
         };
         let attempts = self
-            .db
+            .db()?
             .scan_prefix(key(ATTEMPT, id.as_bytes()))
             .values()
             .map(|v| decode(&v?, "attempt"))
@@ -565,7 +610,7 @@ impl Store for SledStore {
             high = high.min(concat(&prefix, before.as_bytes()));
         }
         let mut found = Vec::new();
-        for item in self.db.range(low..high).rev() {
+        for item in self.db()?.range(low..high).rev() {
             let (k, v) = item?;
             let delivery: Delivery = if prefix[0] == DELIVERY {
                 decode(&v, "delivery")?
@@ -588,9 +633,9 @@ impl Store for SledStore {
     async fn queue_depth(&self, now: Timestamp) -> Result<QueueDepth, StoreError> {
         let split = key(QUEUE, &(now.0 + 1).to_be_bytes());
         Ok(QueueDepth {
-            due: self.db.range(vec![QUEUE]..split.clone()).count() as u64,
-            scheduled: self.db.range(split..vec![QUEUE + 1]).count() as u64,
-            paused: self.db.scan_prefix([PAUSED]).count() as u64,
+            due: self.db()?.range(vec![QUEUE]..split.clone()).count() as u64,
+            scheduled: self.db()?.range(split..vec![QUEUE + 1]).count() as u64,
+            paused: self.db()?.scan_prefix([PAUSED]).count() as u64,
         })
     }
 
@@ -602,7 +647,11 @@ impl Store for SledStore {
             let _write = self.lock();
             let mut batch = ::sled::Batch::default();
             let mut seen = 0;
-            for item in self.db.range(start.clone()..end.clone()).take(PURGE_CHUNK) {
+            for item in self
+                .db()?
+                .range(start.clone()..end.clone())
+                .take(PURGE_CHUNK)
+            {
                 let (k, v) = item?;
                 seen += 1;
                 start = k.to_vec();
@@ -615,7 +664,7 @@ impl Store for SledStore {
                     batch.remove(derived);
                 }
                 for attempt in self
-                    .db
+                    .db()?
                     .scan_prefix(key(ATTEMPT, delivery.id.as_bytes()))
                     .keys()
                 {
@@ -624,7 +673,7 @@ impl Store for SledStore {
                 batch.remove(k);
                 purged.deliveries += 1;
             }
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
             if seen < PURGE_CHUNK {
                 break;
             }
@@ -632,7 +681,7 @@ impl Store for SledStore {
 
         let end = key(RECEIVED, &cutoff.0.to_be_bytes());
         let old_events: Vec<(::sled::IVec, Uuid)> = self
-            .db
+            .db()?
             .range(vec![RECEIVED]..end)
             .keys()
             .map(|k| {
@@ -649,7 +698,7 @@ impl Store for SledStore {
                 let mut alive = false;
                 for delivery in record.iter().flat_map(|r| &r.deliveries) {
                     if self
-                        .db
+                        .db()?
                         .contains_key(key(DELIVERY, delivery.id.as_bytes()))?
                     {
                         alive = true;
@@ -664,7 +713,7 @@ impl Store for SledStore {
                 batch.remove(received_key.clone());
                 purged.events += 1;
             }
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
         }
         self.durable().await?;
         Ok(purged)
@@ -686,7 +735,7 @@ impl Store for SledStore {
         let added = {
             let _write = self.lock();
             let last = self
-                .db
+                .db()?
                 .scan_prefix(plugin_prefix(plugin))
                 .values()
                 .next_back()
@@ -708,7 +757,7 @@ impl Store for SledStore {
             batch.insert(plugin_version_key(plugin, added.number), encode(&added));
             batch.insert(active_key(plugin), &added.number.to_be_bytes());
             batch.remove(removed_key(plugin));
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
             added
         };
         self.durable().await?;
@@ -716,7 +765,7 @@ impl Store for SledStore {
     }
 
     async fn plugin_versions(&self, plugin: &str) -> Result<Vec<PluginVersion>, StoreError> {
-        self.db
+        self.db()?
             .scan_prefix(plugin_prefix(plugin))
             .values()
             .map(|v| decode(&v?, "plugin version"))
@@ -725,7 +774,7 @@ impl Store for SledStore {
 
     async fn active_plugin_versions(&self) -> Result<Vec<PluginVersion>, StoreError> {
         let mut active = Vec::new();
-        for item in self.db.scan_prefix(key(META, ACTIVE_PREFIX.as_bytes())) {
+        for item in self.db()?.scan_prefix(key(META, ACTIVE_PREFIX.as_bytes())) {
             let (k, v) = item?;
             let plugin = String::from_utf8_lossy(&k[1 + ACTIVE_PREFIX.len()..]).into_owned();
             let number: [u8; 4] = v[..].try_into().map_err(|e| corrupt("active plugin", e))?;
@@ -740,19 +789,23 @@ impl Store for SledStore {
     }
 
     async fn activate_plugin_version(&self, plugin: &str, number: u32) -> Result<(), StoreError> {
-        if !self.db.contains_key(plugin_version_key(plugin, number))? {
+        if !self
+            .db()?
+            .contains_key(plugin_version_key(plugin, number))?
+        {
             return Err(StoreError::Rejected(format!(
                 "the plugin `{plugin}` has no version {number}"
             )));
         }
-        self.db.insert(active_key(plugin), &number.to_be_bytes())?;
+        self.db()?
+            .insert(active_key(plugin), &number.to_be_bytes())?;
         self.durable().await?;
         Ok(())
     }
 
     async fn plugin_component(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
-            .db
+            .db()?
             .get(key(COMPONENT, digest.as_bytes()))?
             .map(|v| v.to_vec()))
     }
@@ -761,7 +814,7 @@ impl Store for SledStore {
         let removed = {
             let _write = self.lock();
             let versions: Vec<PluginVersion> = self
-                .db
+                .db()?
                 .scan_prefix(plugin_prefix(plugin))
                 .values()
                 .map(|v| decode(&v?, "plugin version"))
@@ -771,7 +824,7 @@ impl Store for SledStore {
             }
             // Components are shared by digest; keep those another plugin still refers to.
             let mut in_use = std::collections::HashSet::new();
-            for item in self.db.scan_prefix([PLUGIN_VERSION]).values() {
+            for item in self.db()?.scan_prefix([PLUGIN_VERSION]).values() {
                 let version: PluginVersion = decode(&item?, "plugin version")?;
                 if version.plugin != plugin {
                     in_use.insert(version.digest);
@@ -786,7 +839,7 @@ impl Store for SledStore {
             }
             batch.remove(active_key(plugin));
             batch.insert(removed_key(plugin), &[1u8] as &[u8]);
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
             true
         };
         self.durable().await?;
@@ -794,7 +847,7 @@ impl Store for SledStore {
     }
 
     async fn plugin_removed(&self, plugin: &str) -> Result<bool, StoreError> {
-        Ok(self.db.contains_key(removed_key(plugin))?)
+        Ok(self.db()?.contains_key(removed_key(plugin))?)
     }
 
     async fn rekey(
@@ -818,14 +871,73 @@ impl Store for SledStore {
                 key(META, fingerprint_name.as_bytes()),
                 fingerprint.as_bytes(),
             );
-            self.db.apply_batch(batch)?;
+            self.db()?.apply_batch(batch)?;
         }
         self.durable().await?;
         Ok(())
     }
 
+    async fn health(&self) -> Result<(), String> {
+        let db = self.db().map_err(|e| e.to_string())?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            // After a failed write sled refuses every later one until it is reopened; a flush
+            // reports that at once (and costs nothing when there is nothing to write).
+            db.flush().map_err(|e| StoreError::from(e).to_string())?;
+            match free_bytes(&dir) {
+                Some(free) if free < MIN_FREE_BYTES => Err(format!(
+                    "the disk holding the data directory is full ({free} bytes free)"
+                )),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| format!("the health check was lost: {e}"))?
+    }
+
+    async fn recover(&self) -> Result<(), StoreError> {
+        if self.health().await.is_ok() {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || probe_write(&dir))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the probe was lost: {e}")))?
+            .map_err(|e| {
+                StoreError::Unavailable(format!("the data directory still cannot be written: {e}"))
+            })?;
+        // There is room again, but the engine keeps refusing writes after the failed one:
+        // reopen it. What was acknowledged was flushed before, so reopening is a recovery like
+        // a restart's; writes that failed were never acknowledged.
+        // Calls meanwhile answer "being reopened" (503), like any other moment of it.
+        let old = self.db.write().unwrap_or_else(|p| p.into_inner()).take();
+        drop(old);
+        let deadline = tokio::time::Instant::now() + REOPEN_PATIENCE;
+        let reopened = loop {
+            let dir = self.dir.clone();
+            let opened = tokio::task::spawn_blocking(move || open_db(&dir))
+                .await
+                .map_err(|e| StoreError::Backend(format!("the reopen was lost: {e}")))?;
+            match opened {
+                Ok(db) => break db,
+                // In-flight calls may still hold the old engine, and with it the directory lock.
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(reopened);
+        // Like a restart: writes that never reached the disk are gone, so a lease may stand
+        // whose attempt already ended. Every lease is due again; an attempt still in flight
+        // records its outcome when it ends (at-least-once: it may be sent once more).
+        let released = self.recover_leases(Timestamp::now()).await?;
+        tracing::warn!(dir = %self.dir.display(), released, "the store was reopened after a write failure; it takes writes again");
+        Ok(())
+    }
+
     async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
-        match self.db.get(key(META, name.as_bytes()))? {
+        match self.db()?.get(key(META, name.as_bytes()))? {
             Some(v) => String::from_utf8(v.to_vec())
                 .map(Some)
                 .map_err(|e| corrupt("metadata", e)),
@@ -834,7 +946,7 @@ impl Store for SledStore {
     }
 
     async fn set_meta(&self, name: &str, value: &str) -> Result<(), StoreError> {
-        self.db
+        self.db()?
             .insert(key(META, name.as_bytes()), value.as_bytes())?;
         self.durable().await?;
         Ok(())

@@ -5,7 +5,7 @@
 //! `canopy rotate-key` re-encrypts them all.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -13,81 +13,10 @@ use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::{ADMIN_TOKEN, INGEST_TOKEN, MASTER_KEY, PATIENCE, fresh};
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn serve(data: &std::path::Path, port: u16, key: &str, log: Stdio) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_canopy"));
-    command
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("CANOPY_DATA_DIR", data)
-        .env("CANOPY_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("CANOPY_INGEST_TOKEN", INGEST_TOKEN)
-        .env("CANOPY_MASTER_KEY", key)
-        .env("CANOPY_ALLOW_PRIVATE_NETWORKS", "true")
-        .env("CANOPY_RETRY_SCHEDULE", "100ms,200ms,500ms,1s,2s")
-        .env("CANOPY_WORKERS", "8")
-        .env("CANOPY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log);
-    command
-}
-
-async fn start(data: &std::path::Path) -> Server {
-    start_with(data, MASTER_KEY, Stdio::null(), &[]).await
-}
-
-async fn start_with(data: &std::path::Path, key: &str, log: Stdio, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let child = serve(data, port, key, log)
-        .envs(env.iter().copied())
-        .spawn()
-        .expect("the canopy binary starts");
-    let server = Server {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while client
-        .get(format!("{}/healthz", server.url))
-        .send()
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "canopy did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    server
-}
-
-async fn seen_ids(receiver: &MockServer) -> HashSet<String> {
-    receiver
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| {
-            r.headers
-                .get("webhook-id")?
-                .to_str()
-                .ok()
-                .map(str::to_owned)
-        })
-        .collect()
-}
+use crate::harness::{
+    ADMIN_TOKEN, INGEST_TOKEN, MASTER_KEY, PATIENCE, free_port, fresh, seen_ids, serve, start,
+    start_with,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkill_mid_flight_loses_nothing() {

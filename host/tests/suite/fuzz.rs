@@ -1,6 +1,7 @@
-//! Property-based fuzzing (proptest) of what parses untrusted input: ingest bodies through the
-//! real router, event JSON into the canonical model, and the generic webhook's templates and
-//! URL variables. `cargo fuzz` needs a nightly toolchain, which this project does not use;
+//! Property-based fuzzing (proptest) of what parses untrusted input: ingest bodies and the
+//! delivery log's query strings through the real router (always a JSON answer, never a 5xx),
+//! webhook header values (what is saved can be sent), event JSON into the canonical model,
+//! and the generic webhook's templates and URL variables. `cargo fuzz` needs a nightly toolchain, which this project does not use;
 //! proptest runs in the test command on stable. Failing inputs proptest finds are kept in
 //! `proptest-regressions/` and replayed first on every run.
 
@@ -14,7 +15,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tower::ServiceExt;
 
-use crate::harness::{INGEST_TOKEN, test_config};
+use crate::harness::{ADMIN_TOKEN, INGEST_TOKEN, test_config};
 
 /// Any JSON value, nested a few levels.
 fn json_value() -> impl Strategy<Value = Value> {
@@ -106,29 +107,72 @@ fn ingest() -> &'static Ingest {
     })
 }
 
-/// Posts `body` to `/v1/events`: the answer must be a success or a client error with the
-/// JSON error shape — never a 5xx, never a panic.
-fn post(body: Vec<u8>) -> Result<(), TestCaseError> {
+/// Sends a request to the shared server's router; its status and body.
+fn call(request: Request<Body>) -> (StatusCode, String) {
     let ingest = ingest();
-    let (status, text) = ingest.runtime.block_on(async {
-        let response = ingest
-            .app
-            .clone()
-            .oneshot(
-                Request::post("/v1/events")
-                    .header("authorization", format!("Bearer {INGEST_TOKEN}"))
-                    .header("content-type", "application/json")
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+    ingest.runtime.block_on(async {
+        let response = ingest.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
         (status, String::from_utf8_lossy(&bytes).into_owned())
-    });
+    })
+}
+
+/// A client error in the API's JSON shape.
+fn json_error(status: StatusCode, text: &str) -> Result<Value, TestCaseError> {
+    prop_assert!(status.is_client_error(), "{status}: {text}");
+    let answer: Value =
+        serde_json::from_str(text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+    prop_assert!(answer["error"]["code"].is_string(), "{text}");
+    prop_assert!(answer["error"]["message"].is_string(), "{text}");
+    Ok(answer)
+}
+
+/// A query string of the delivery log's parameters (and others), with any values, repeats
+/// and percent signs.
+fn query_string() -> impl Strategy<Value = String> {
+    let key = prop_oneof![
+        prop::sample::select(vec![
+            "integration",
+            "event",
+            "customer",
+            "status",
+            "from",
+            "to",
+            "limit",
+            "cursor",
+        ])
+        .prop_map(str::to_owned),
+        "[a-z%]{1,8}",
+    ];
+    let value = prop_oneof![
+        "-?[0-9]{0,22}",
+        "[a-zA-Z0-9%+&=._:-]{0,24}",
+        Just("2026-02-06T14:30:00Z".to_owned()),
+        Just("%FF%FE".to_owned()),
+        Just(uuid::Uuid::nil().to_string()),
+    ];
+    prop::collection::vec((key, value), 0..5).prop_map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    })
+}
+
+/// Posts `body` to `/v1/events`: the answer must be a success or a client error with the
+/// JSON error shape — never a 5xx, never a panic.
+fn post(body: Vec<u8>) -> Result<(), TestCaseError> {
+    let (status, text) = call(
+        Request::post("/v1/events")
+            .header("authorization", format!("Bearer {INGEST_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap(),
+    );
     prop_assert!(
         [
             StatusCode::OK,
@@ -139,12 +183,11 @@ fn post(body: Vec<u8>) -> Result<(), TestCaseError> {
         .contains(&status),
         "{status}: {text}"
     );
-    let answer: Value =
-        serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
     if status.is_client_error() {
-        prop_assert!(answer["error"]["code"].is_string(), "{text}");
-        prop_assert!(answer["error"]["message"].is_string(), "{text}");
+        json_error(status, &text)?;
     } else {
+        let answer: Value =
+            serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(
             answer["id"].is_string() || answer["events"].is_array(),
             "{text}"
@@ -155,6 +198,57 @@ fn post(body: Vec<u8>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_delivery_log_answers_any_query_string_in_json(query in query_string()) {
+        let Ok(request) = Request::get(format!("/v1/deliveries?{query}"))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(Body::empty())
+        else {
+            return Ok(()); // not a URI at all: no server ever sees it
+        };
+        let (status, text) = call(request);
+        if status == StatusCode::OK {
+            let page: Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(page["deliveries"].is_array(), "{text}");
+        } else {
+            let answer = json_error(status, &text)?;
+            prop_assert_eq!(status, StatusCode::BAD_REQUEST, "{}", answer);
+        }
+    }
+
+    /// Whatever static header an admin saves can be sent: a value the host would refuse at
+    /// send time is refused at save time (422), never accepted to fail every delivery.
+    #[test]
+    fn webhook_headers_that_are_saved_can_be_sent(
+        name in prop_oneof!["[A-Za-z-]{1,12}", Just("Content-Length".to_owned()), Just("host".to_owned()), ".{1,6}"],
+        value in prop_oneof![".{0,16}", "[ -~]{0,16}", Just("a\u{0}b".to_owned()), Just("x\r\ny".to_owned())],
+    ) {
+        let body = json!({"name": "Fuzzed", "plugin": "webhook", "events": ["tier.changed"],
+                          "settings": {"url": "http://127.0.0.1:9/in", "headers": {name.clone(): value}}});
+        let request = Request::post("/v1/integrations")
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let (status, text) = call(request);
+        if status != StatusCode::CREATED {
+            let answer = json_error(status, &text)?;
+            prop_assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{}", answer);
+            return Ok(());
+        }
+        let id = serde_json::from_str::<Value>(&text).unwrap()["id"].as_str().unwrap().to_owned();
+        let test = |method: &str, path: String| {
+            call(Request::builder().method(method).uri(path)
+                .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+                .body(Body::empty()).unwrap())
+        };
+        let (_, tested) = test("POST", format!("/v1/integrations/{id}/test"));
+        let tested: Value = serde_json::from_str(&tested).unwrap();
+        // Nothing listens on port 9: the request was built and sent, and could not connect.
+        prop_assert_eq!(&tested["result"]["outcome"], "retry", "{}: {}", name, tested);
+        test("DELETE", format!("/v1/integrations/{id}"));
+    }
 
     #[test]
     fn ingest_answers_any_bytes_with_a_clear_status(body in prop::collection::vec(any::<u8>(), 0..600)) {

@@ -2,7 +2,9 @@
 //! directory, with the real bundled plugins, a compressed retry schedule, and a client that
 //! speaks its API.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +12,7 @@ use canopy::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use wiremock::MockServer;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const INGEST_TOKEN: &str = "test-ingest-token-0123456789";
@@ -103,22 +106,7 @@ impl Canopy {
         token: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        (status, value)
+        call(&self.client, &self.url, method, path, token, body).await
     }
 
     pub async fn admin(
@@ -176,6 +164,32 @@ impl Canopy {
         assert_eq!(deliveries.len(), 1, "{answer}");
         deliveries[0]["id"].as_str().unwrap().to_owned()
     }
+}
+
+/// One API call: its status and JSON answer (`null` when empty, a string when not JSON).
+pub async fn call(
+    client: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
 }
 
 /// The sample event of a type, as JSON.
@@ -240,4 +254,109 @@ impl Canopy {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
+}
+
+// ---- the real binary ---------------------------------------------------------------------
+
+/// The real `canopy` binary, serving on a loopback port.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+}
+
+impl Server {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        call(
+            &reqwest::Client::new(),
+            &self.url,
+            method,
+            path,
+            token,
+            body,
+        )
+        .await
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `canopy serve` on `data` and `port`, with the test tokens and settings.
+pub fn serve(data: &std::path::Path, port: u16, key: &str, log: Stdio) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_canopy"));
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CANOPY_DATA_DIR", data)
+        .env("CANOPY_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("CANOPY_INGEST_TOKEN", INGEST_TOKEN)
+        .env("CANOPY_MASTER_KEY", key)
+        .env("CANOPY_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("CANOPY_RETRY_SCHEDULE", "100ms,200ms,500ms,1s,2s")
+        .env("CANOPY_WORKERS", "8")
+        .env("CANOPY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+    command
+}
+
+/// Starts the binary on `data` and waits until it answers.
+pub async fn start(data: &std::path::Path) -> Server {
+    start_with(data, MASTER_KEY, Stdio::null(), &[]).await
+}
+
+pub async fn start_with(
+    data: &std::path::Path,
+    key: &str,
+    log: Stdio,
+    env: &[(&str, &str)],
+) -> Server {
+    let port = free_port();
+    let child = serve(data, port, key, log)
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("the canopy binary starts");
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while client
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "canopy did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server
+}
+
+/// The distinct `webhook-id`s (delivery ids) a receiver saw.
+pub async fn seen_ids(receiver: &MockServer) -> HashSet<String> {
+    receiver
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .get("webhook-id")?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ mod crash;
 mod destinations;
 mod faults;
 mod fuzz;
+mod hardening;
 mod harness;
 mod pipeline;
 mod runtime;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use canopy::store::{
     Attempt, Delivery, DeliveryFilter, DeliveryStatus, EventRecord, Integration, NewEvent, Outcome,
-    SledStore, Store, Timestamp, new_id,
+    Signal, SledStore, Store, Timestamp, new_id,
 };
 use serde_json::json;
 
@@ -74,6 +74,7 @@ fn finished(status: DeliveryStatus) -> Outcome {
         status,
         next_attempt_at: None,
         error: None,
+        signal: Signal::Neutral,
     }
 }
 
@@ -115,6 +116,7 @@ async fn leases_hide_claimed_work_until_recovered() {
                 status: DeliveryStatus::Retrying,
                 next_attempt_at: Some(retry_at),
                 error: Some("503".into()),
+                signal: Signal::Failing,
             },
             now,
             5,
@@ -254,6 +256,7 @@ async fn the_purge_removes_finished_work_only() {
                 status: DeliveryStatus::Retrying,
                 next_attempt_at: Some(now.saturating_add(Duration::from_secs(3600))),
                 error: None,
+                signal: Signal::Failing,
             },
             now,
             5,

@@ -32,7 +32,9 @@ pub use bindings::canopy::destination::types::{
     ConfigError, HmacSignature, IncomingResponse, Method, OutgoingRequest, PluginInfo, RateLimit,
     Refusal, RetryAdvice, SettingKind, SettingSpec, Signature, Verdict,
 };
-pub use canopy_events::{Customer, Event, EventKind, UnknownEventKind};
+pub use canopy_events::{
+    Customer, Event, EventKind, RESERVED_HEADERS, UnknownEventKind, dot_segment, is_reserved_header,
+};
 pub use config::{Config, Setting};
 pub use request::Request;
 pub use response::{default_verdict, header, platform_verdict, retry_after_seconds};

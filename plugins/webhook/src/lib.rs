@@ -91,11 +91,19 @@ fn valid_header_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// The part of a URL before its path, which must not hold template syntax.
+/// The part of a URL before its path, which must not hold template syntax (variables,
+/// blocks or comments: any of them could change the host the request goes to).
 fn authority_is_static(url: &str) -> bool {
+    // Not split at `#`: template comments and blocks contain it.
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    !authority.is_empty() && !authority.contains("{{") && !authority.contains("{%")
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    !authority.is_empty() && !["{{", "{%", "{#"].iter().any(|t| authority.contains(t))
+}
+
+/// Whether a header value can be sent as written: visible ASCII, spaces and tabs, or UTF-8
+/// text, but no control characters (a line break would end the header).
+fn valid_header_value(value: &str) -> bool {
+    value.chars().all(|c| c == '\t' || !c.is_control())
 }
 
 impl WebhookSettings {
@@ -118,6 +126,11 @@ impl WebhookSettings {
                 errors.push(Config::error(
                     URL,
                     format!("Webhook URL {}", describe_template_error(&url, &e)),
+                ));
+            } else if let Some(segment) = canopy_plugin_sdk::dot_segment(&url) {
+                errors.push(Config::error(
+                    URL,
+                    format!("Webhook URL must not have a `{segment}` path segment (it would be removed when sent)"),
                 ));
             }
         }
@@ -147,9 +160,19 @@ impl WebhookSettings {
                             HEADERS,
                             format!("`{name}` is not a valid header name"),
                         )),
-                        Some(text) if text.contains(['\r', '\n']) => errors.push(Config::error(
+                        _ if canopy_plugin_sdk::is_reserved_header(name) => {
+                            errors.push(Config::error(
+                                HEADERS,
+                                format!(
+                                    "`{name}` cannot be set: it frames or routes the request, and the host sets it"
+                                ),
+                            ))
+                        }
+                        Some(text) if !valid_header_value(text) => errors.push(Config::error(
                             HEADERS,
-                            format!("the value of header `{name}` cannot contain line breaks"),
+                            format!(
+                                "the value of header `{name}` cannot contain control characters (such as line breaks)"
+                            ),
                         )),
                         Some(text) => headers.push((name.clone(), text.to_owned())),
                         None => errors.push(Config::error(
@@ -238,6 +261,14 @@ impl WebhookSettings {
                     AUTH_HEADER,
                     format!("`{name}` is not a valid header name"),
                 )),
+                Some(name) if canopy_plugin_sdk::is_reserved_header(name) => {
+                    errors.push(Config::error(
+                        AUTH_HEADER,
+                        format!(
+                            "`{name}` cannot carry the token: it frames or routes the request, and the host sets it"
+                        ),
+                    ))
+                }
                 Some(_) => {}
             }
         }
@@ -266,14 +297,98 @@ fn body_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_auto_escape_callback(|_| AutoEscape::Json);
     env.set_undefined_behavior(UndefinedBehavior::Lenient);
-    env.set_formatter(|out, state, value| {
-        if value.is_undefined() || value.is_none() {
-            out.write_str("null").map_err(minijinja::Error::from)
-        } else {
-            minijinja::escape_formatter(out, state, value)
-        }
+    env.set_formatter(|out, _state, value| {
+        let mut text = String::new();
+        write_json(&mut text, value)?;
+        out.write_str(&text).map_err(minijinja::Error::from)
     });
     env
+}
+
+/// A JSON number the template engine cannot hold exactly (beyond 128-bit integers, or a
+/// decimal whose digits a 64-bit float would change, such as `1.50` or `0.1000000000000000001`):
+/// kept as its text, printed as sent.
+#[derive(Debug)]
+struct ExactNumber(String);
+
+impl minijinja::value::Object for ExactNumber {
+    fn repr(self: &std::sync::Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Plain
+    }
+
+    fn render(self: &std::sync::Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A template value from a JSON value. Numbers stay exactly as sent: as native numbers when
+/// one prints back the same text, else as an [`ExactNumber`].
+fn template_value(value: &Value) -> minijinja::Value {
+    use minijinja::Value as V;
+    match value {
+        Value::Null => V::from(()),
+        Value::Bool(b) => V::from(*b),
+        Value::String(text) => V::from(text.as_str()),
+        Value::Number(n) => {
+            let text = n.to_string();
+            if let Ok(int) = text.parse::<i128>() {
+                V::from(int)
+            } else if let Ok(int) = text.parse::<u128>() {
+                V::from(int)
+            } else if let Some(float) = n
+                .as_f64()
+                .filter(|f| serde_json::to_string(f).ok() == Some(text.clone()))
+            {
+                V::from(float)
+            } else {
+                V::from_object(ExactNumber(text))
+            }
+        }
+        Value::Array(items) => items.iter().map(template_value).collect(),
+        Value::Object(map) => V::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), template_value(v)))
+                .collect::<BTreeMap<String, V>>(),
+        ),
+    }
+}
+
+/// Writes a template value as JSON: `null` for a missing value, an [`ExactNumber`]'s text as
+/// is, everything else as serde serialises it.
+fn write_json(out: &mut String, value: &minijinja::Value) -> Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    let json_error = |e: serde_json::Error| {
+        minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+    };
+    if value.is_undefined() || value.is_none() {
+        out.push_str("null");
+    } else if let Some(exact) = value.downcast_object_ref::<ExactNumber>() {
+        out.push_str(&exact.0);
+    } else if value.kind() == ValueKind::Seq {
+        out.push('[');
+        for (i, item) in value.try_iter()?.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json(out, &item)?;
+        }
+        out.push(']');
+    } else if value.kind() == ValueKind::Map {
+        out.push('{');
+        for (i, key) in value.try_iter()?.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let name = key.as_str().map_or_else(|| key.to_string(), str::to_owned);
+            out.push_str(&serde_json::to_string(&name).map_err(json_error)?);
+            out.push(':');
+            write_json(out, &value.get_item(&key)?)?;
+        }
+        out.push('}');
+    } else {
+        out.push_str(&serde_json::to_string(value).map_err(json_error)?);
+    }
+    Ok(())
 }
 
 /// URL variables print as percent-encoded text (RFC 3986 unreserved characters kept).
@@ -330,7 +445,7 @@ fn context(event: &Event) -> minijinja::Value {
     if let Value::Object(map) = &mut value {
         map.insert("event_name".into(), json!(event.event.display_name()));
     }
-    minijinja::Value::from(minijinja::value::Serde(value))
+    template_value(&value)
 }
 
 fn render_body(source: &str, event: &Event) -> Result<Vec<u8>, String> {
@@ -401,6 +516,14 @@ impl Destination for Webhook {
                     describe_template_error(&hook.url, &e)
                 ))
             })?;
+        // A variable that fills a whole path segment with `.` or `..` cannot be sent as such:
+        // every URL parser removes dot segments, even percent-encoded ones, and the request
+        // would go to another path. This event cannot be delivered to this URL.
+        if let Some(segment) = canopy_plugin_sdk::dot_segment(&url) {
+            return Err(Refusal::InvalidEvent(format!(
+                "the URL variables make the path segment `{segment}`, which would remove part of the URL's path"
+            )));
+        }
         let template = hook
             .templates
             .get(event.event.key())

@@ -44,12 +44,14 @@ impl Destination for Echo {
         for i in 0..spin {
             acc = std::hint::black_box(acc.wrapping_add(i));
         }
-        Ok(vec![
-            Request::post(format!("https://echo.test/v{VERSION}"))
-                .header("X-Plugin-Version", VERSION)
-                .json(event)
-                .build(),
-        ])
+        let mut request = Request::post(format!("https://echo.test/v{VERSION}"))
+            .header("X-Plugin-Version", VERSION);
+        // Event data in a header, as platforms' plugins do: whether the host can send it
+        // depends on the event.
+        if let Some(name) = &event.customer.first_name {
+            request = request.header("X-Customer", name.clone());
+        }
+        Ok(vec![request.json(event).build()])
     }
 }
 

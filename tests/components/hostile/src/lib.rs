@@ -60,6 +60,13 @@ impl Destination for Hostile {
                     .header("bad header\n", "x")
                     .build(),
             ]),
+            "reserved-header" => Ok(vec![
+                // Would have the receiver read 2 bytes of a body the host signs and logs whole.
+                Request::post("https://hostile.test/")
+                    .header("Content-Length", "2")
+                    .body(b"{\"a\": 1}".to_vec())
+                    .build(),
+            ]),
             "remember" => {
                 // Keeps each event's id in instance memory and reports the one before: what a
                 // plugin that leaks state between calls would send.
