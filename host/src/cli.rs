@@ -140,7 +140,7 @@ pub fn main() -> ExitCode {
 }
 
 fn rotate_key(args: RotateKey) -> Result<String, String> {
-    use crate::server::master_key;
+    use crate::app::master_key;
     let current = master_key(&args.master_key, &args.master_key_file, "CANOPY_MASTER_KEY")
         .map_err(|e| e.to_string())?;
     let new = master_key(
@@ -152,7 +152,7 @@ fn rotate_key(args: RotateKey) -> Result<String, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let rotated = runtime
-        .block_on(crate::server::rotate_key(&args.data_dir, &current, &new))
+        .block_on(crate::app::rotate_key(&args.data_dir, &current, &new))
         .map_err(|e| e.to_string())?;
     Ok(format!(
         "re-encrypted {} secrets of {} integrations; start the server with the new key",

@@ -3,11 +3,17 @@
 //!
 //! # Layout
 //!
-//! - [`api`] — the HTTP API, one module per resource (`ingest`, `integrations`,
-//!   `deliveries`), the JSON error shape and the token middleware.
+//! - [`model`] — shops, events, integrations, deliveries, attempts, plugin versions, and the
+//!   business rules that belong to them (auto-disable, pausing and resuming, ending work).
+//! - [`app`] — the application ([`app::App`]) and its services, which the HTTP API (and the
+//!   web UI) call: access (who may do what), shops and tokens, ingest, integrations,
+//!   deliveries, plugins.
+//! - [`api`] — the HTTP API, one module per resource (`ingest`, `shops`, `plugins`,
+//!   `integrations`, `deliveries`), the JSON error shape and the token middleware.
 //! - [`store`] — the [`store::Store`] trait the pipeline goes through, and its sled
-//!   implementation: events, integrations, deliveries, attempts, the due-time queue with
-//!   leases, and the delivery-log indexes.
+//!   implementation: shops and tokens, events, integrations, deliveries, attempts, a queue
+//!   per integration with leases and a fair claim, per-shop delivery-log indexes, health
+//!   statistics; older data directories are migrated at open.
 //! - [`delivery`] — the scheduler and workers, the HTTP sender with the internal-address
 //!   guard and the egress override, request preparation (secrets, signatures, redaction),
 //!   outcomes, the retry schedule and rate limits.
@@ -27,12 +33,14 @@
 //! secrets & signing → send) → outcome (plugin verdict → record → reschedule or finish).
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod listen;
 pub mod metrics;
+pub mod model;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -51,7 +51,7 @@ impl Metrics {
         let queue = Family::<Labels, Gauge>::default();
         registry.register(
             "queue_depth",
-            "Deliveries waiting: due now, scheduled for later, paused",
+            "Deliveries waiting: due now, scheduled for later, in flight (held by a worker), paused",
             queue.clone(),
         );
         // HTTP exchanges: 1 ms to 20 s (the default timeout is 10 s).
@@ -116,6 +116,7 @@ impl Metrics {
         for (state, value) in [
             ("due", depth.due),
             ("scheduled", depth.scheduled),
+            ("in_flight", depth.in_flight),
             ("paused", depth.paused),
         ] {
             self.queue

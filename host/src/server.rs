@@ -1,338 +1,59 @@
-//! The server: [`AppState::open`] sets everything up (plugin runtime and bundled plugins, the
-//! store in the data directory, the master key check, tokens, the delivery worker); [`run`]
-//! serves the API on a listener and runs the scheduler and the purge until `shutdown`
-//! resolves; [`app`] builds the router so tests can call it without a socket.
+//! The server: [`run`] opens the application ([`App::open`]), serves the API on a listener
+//! and runs the scheduler, the purge and the store watchdog until `shutdown` resolves; [`app`]
+//! builds the router so tests can call it without a socket.
+//!
+//! Routes for one store keep working unchanged: `/v1/integrations…` and `/v1/deliveries…` are
+//! `/v1/shops/-/integrations…` and `/v1/shops/-/deliveries…`, where `-` is the caller's own
+//! shop (`default` for the platform's token). The alias is a rewrite in front of the router,
+//! and the OpenAPI document lists those paths too.
 //!
 //! Shutdown order: stop taking requests (in-flight ones finish), then stop claiming
 //! deliveries and let attempts in flight finish within the grace period (the rest are queued
 //! again), then flush the store.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Request, State};
+use axum::http::{Uri, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::IntoResponse;
 use axum::{Extension, Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
+use tower::ServiceExt as _;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{self, Role};
+pub use crate::app::ServeError;
+use crate::app::access::OWN_SHOP;
+use crate::app::{App, AppError};
 use crate::config::Config;
-use crate::crypto::seal::{MasterKey, random_bytes};
-use crate::crypto::secret::SecretValue;
-use crate::delivery::rate::RateLimits;
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
-use crate::delivery::sender::Sender;
-use crate::delivery::worker::{Policy, Worker};
-use crate::metrics::{self, Metrics};
-use crate::runtime::{PluginRegistry, Runtime};
-use crate::store::{SledStore, Store, Timestamp};
+use crate::metrics;
+use crate::store::{Store, Timestamp};
 
-/// The store's subdirectory of the data directory.
-const STORE_DIR: &str = "store";
-/// Metadata name of the master key's fingerprint.
-const KEY_FINGERPRINT: &str = "master-key-fingerprint";
 /// A claim holds a delivery for this long: far longer than an attempt can take (plugin
 /// calls of at most a few seconds, and up to 16 requests of at most the request timeout).
 const LEASE_MARGIN: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The API tokens.
-#[derive(Clone)]
-pub struct Tokens {
-    pub admin: SecretValue,
-    pub ingest: SecretValue,
-}
-
-/// What every request handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub runtime: Runtime,
-    pub plugins: Arc<PluginRegistry>,
-    pub store: Arc<dyn Store>,
-    pub key: MasterKey,
-    pub tokens: Tokens,
-    pub metrics: Arc<Metrics>,
-    /// Tells the scheduler new work is queued.
-    pub wake: Arc<Notify>,
-    /// Serialises plugin uploads, rollbacks and deletions.
-    pub plugin_changes: Arc<tokio::sync::Mutex<()>>,
-    pub worker: Arc<Worker>,
-}
-
-/// Why the server could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    #[error(transparent)]
-    Runtime(#[from] crate::runtime::RuntimeError),
-    #[error("a bundled plugin does not load: {0}")]
-    Bundled(#[from] crate::runtime::LoadError),
-    #[error("the data directory {0}: {1}")]
-    DataDir(PathBuf, std::io::Error),
-    #[error("the store cannot be used: {0}")]
-    Store(#[from] crate::store::StoreError),
-    #[error(
-        "the master key does not match the one this data directory was written with \
-         (its secrets cannot be opened); start with the original key, or re-encrypt with `canopy rotate-key`"
-    )]
-    WrongMasterKey,
-    #[error(transparent)]
-    Client(#[from] crate::delivery::sender::ClientError),
-    #[error("serving HTTP failed: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl AppState {
-    /// Opens everything the server needs; see the module docs.
-    pub async fn open(config: Arc<Config>) -> Result<AppState, ServeError> {
-        let limits = config.plugin_limits.limits().map_err(ServeError::Config)?;
-        let schedule = config.delivery.schedule().map_err(ServeError::Config)?;
-        let key = master_key(
-            &config.master_key,
-            &config.master_key_file,
-            "CANOPY_MASTER_KEY",
-        )?;
-
-        let data = &config.data_dir;
-        create_private_dir(data).map_err(|e| ServeError::DataDir(data.clone(), e))?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.join(STORE_DIR))?);
-        match store.meta(KEY_FINGERPRINT).await? {
-            Some(stored) if stored != key.fingerprint() => return Err(ServeError::WrongMasterKey),
-            Some(_) => {}
-            None => store.set_meta(KEY_FINGERPRINT, &key.fingerprint()).await?,
-        }
-
-        let runtime = Runtime::new(limits)?;
-        let plugins = Arc::new(PluginRegistry::new());
-        install_plugins(&runtime, &plugins, store.as_ref()).await?;
-        let tokens = Tokens {
-            admin: token(&config.admin_token, data, "admin")?,
-            ingest: token(&config.ingest_token, data, "ingest")?,
-        };
-
-        let metrics = Arc::new(Metrics::new());
-        let sender = Sender::new(
-            config.delivery.request_timeout,
-            config.delivery.allow_private_networks,
-            config.delivery.egress_override.clone(),
-            config.delivery.egress_proxy.clone(),
-        )?;
-        let worker = Arc::new(Worker {
-            store: store.clone(),
-            plugins: plugins.clone(),
-            sender,
-            key: key.clone(),
-            policy: Policy {
-                schedule,
-                auto_disable_after: config.delivery.auto_disable_after,
-            },
-            rates: RateLimits::default(),
-            metrics: metrics.clone(),
-        });
-        Ok(AppState {
-            config,
-            runtime,
-            plugins,
-            store,
-            key,
-            tokens,
-            metrics,
-            wake: Arc::new(Notify::new()),
-            plugin_changes: Arc::default(),
-            worker,
-        })
-    }
-}
-
-/// Activates the plugins: the bundled ones on first start (and a newer bundled build when the
-/// active version is the bundled one), then the active stored version of every plugin —
-/// uploaded versions survive restarts. A stored plugin that no longer loads is logged and left
-/// out (its deliveries wait for it); a bundled one that does not load is a startup error.
-async fn install_plugins(
-    runtime: &Runtime,
-    registry: &PluginRegistry,
-    store: &dyn Store,
-) -> Result<(), ServeError> {
-    let active: std::collections::HashMap<String, crate::store::PluginVersion> = store
-        .active_plugin_versions()
-        .await?
-        .into_iter()
-        .map(|v| (v.plugin.clone(), v))
-        .collect();
-    let mut loaded = std::collections::HashSet::new();
-    for (id, bytes) in crate::runtime::bundled::components() {
-        if store.plugin_removed(id).await? {
-            continue;
-        }
-        let digest = crate::runtime::component_digest(bytes);
-        let install = match active.get(id) {
-            None => true,
-            Some(current) => current.bundled && current.digest != digest,
-        };
-        if install {
-            let plugin = Arc::new(runtime.load(bytes)?);
-            store
-                .add_plugin_version(id, &plugin.info().version, true, bytes, Timestamp::now())
-                .await?;
-            tracing::info!(plugin = id, version = %plugin.info().version, "bundled plugin installed");
-            registry.activate(plugin);
-            loaded.insert(id.to_owned());
-        }
-    }
-    for version in active.values().filter(|v| !loaded.contains(&v.plugin)) {
-        let Some(bytes) = store.plugin_component(&version.digest).await? else {
-            tracing::error!(plugin = %version.plugin, "the active version's component is missing from the store");
-            continue;
-        };
-        match runtime.load(&bytes) {
-            Ok(plugin) => {
-                tracing::info!(plugin = %version.plugin, version = %version.version, number = version.number, "plugin active");
-                registry.activate(Arc::new(plugin));
-            }
-            Err(error) => tracing::error!(
-                plugin = %version.plugin, number = version.number, %error,
-                "a stored plugin does not load; its deliveries wait until a version that loads is activated"
-            ),
-        }
-    }
-    Ok(())
-}
-
-/// A master key given as a value or as a file; `variable` names it in the error.
-pub fn master_key(
-    value: &Option<SecretValue>,
-    file: &Option<PathBuf>,
-    variable: &str,
-) -> Result<MasterKey, ServeError> {
-    let text = match (value, file) {
-        (Some(key), _) => key.expose().to_owned(),
-        (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
-            ServeError::Config(format!(
-                "cannot read the master key file {}: {e}",
-                file.display()
-            ))
-        })?,
-        (None, None) => {
-            return Err(ServeError::Config(format!(
-                "no master key: set {variable} or {variable}_FILE \\
-                 (`canopy keygen` prints a new key; keep it outside the data directory)"
-            )));
-        }
-    };
-    MasterKey::from_base64(&text).map_err(|e| ServeError::Config(format!("{variable}: {e}")))
-}
-
-/// What `canopy rotate-key` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rotated {
-    pub integrations: usize,
-    pub secrets: usize,
-}
-
-/// Re-encrypts every stored secret under `new`, in one atomic write with the new key's
-/// fingerprint: a crash leaves either the old key or the new one valid, never a mix. The
-/// server must be stopped (sled's lock refuses a second process).
-pub async fn rotate_key(
-    data_dir: &Path,
-    current: &MasterKey,
-    new: &MasterKey,
-) -> Result<Rotated, ServeError> {
-    let store = SledStore::open(&data_dir.join(STORE_DIR))?;
-    match store.meta(KEY_FINGERPRINT).await? {
-        Some(stored) if stored != current.fingerprint() => return Err(ServeError::WrongMasterKey),
-        _ => {}
-    }
-    let mut integrations = store.integrations().await?;
-    let mut secrets = 0;
-    for integration in &mut integrations {
-        for (name, secret) in integration.secrets.iter_mut() {
-            let plain = current.open(&secret.sealed).map_err(|e| {
-                ServeError::Config(format!(
-                    "the secret `{name}` of integration {} cannot be opened: {e}",
-                    integration.id
-                ))
-            })?;
-            secret.sealed = new.seal(&plain);
-            secrets += 1;
-        }
-    }
-    let count = integrations.len();
-    store
-        .rekey(integrations, KEY_FINGERPRINT, &new.fingerprint())
-        .await?;
-    Ok(Rotated {
-        integrations: count,
-        secrets,
-    })
-}
-
-/// The configured token, else the one kept in `<data>/<role>.token`, else a new one written
-/// there (owner-only) and printed once.
-fn token(
-    configured: &Option<SecretValue>,
-    data: &Path,
-    role: &str,
-) -> Result<SecretValue, ServeError> {
-    if let Some(token) = configured {
-        if token.expose().trim().is_empty() {
-            return Err(ServeError::Config(format!("the {role} token is empty")));
-        }
-        return Ok(token.clone());
-    }
-    let path = data.join(format!("{role}.token"));
-    let io = |e| ServeError::DataDir(path.clone(), e);
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(SecretValue::new(text.trim())),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
-    }
-    let token = crate::crypto::signing::hex(&random_bytes::<24>());
-    write_private(&path, &token).map_err(io)?;
-    // Printed once, on purpose: it is how the operator learns it.
-    eprintln!(
-        "canopy: generated the {role} token (kept in {}): {token}",
-        path.display()
-    );
-    Ok(SecretValue::new(token))
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
-
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(text.as_bytes())
-}
+/// Route families a one-store client may use without the `/v1/shops/{shop}` prefix.
+const UNPREFIXED: [&str; 2] = ["/v1/integrations", "/v1/deliveries"];
 
 /// Every route with its OpenAPI description: routes are registered through `routes!`, so a
 /// route cannot exist without being in the document. Token checks are layered per group.
-pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
-    let ingest = api::ingest::router().route_layer(from_fn_with_state(state.clone(), |s, r, n| {
+pub fn api(app: &App) -> OpenApiRouter<App> {
+    let ingest = api::ingest::router().route_layer(from_fn_with_state(app.clone(), |s, r, n| {
         api::require(Role::Ingest, s, r, n)
     }));
     let admin = api::plugins::router()
+        .merge(api::shops::router())
         .merge(api::integrations::router())
         .merge(api::deliveries::router())
-        .route_layer(from_fn_with_state(state.clone(), |s, r, n| {
+        .route_layer(from_fn_with_state(app.clone(), |s, r, n| {
             api::require(Role::Admin, s, r, n)
         }));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -343,54 +64,144 @@ pub fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(admin)
 }
 
-/// The OpenAPI document of the whole HTTP API.
-pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
-    api(state).into_openapi()
+/// The OpenAPI document of the whole HTTP API, the one-store paths included.
+pub fn openapi(app: &App) -> utoipa::openapi::OpenApi {
+    let mut document = api(app).into_openapi();
+    add_unprefixed_paths(&mut document);
+    document
+}
+
+/// Lists `/v1/integrations…` and `/v1/deliveries…` beside their `/v1/shops/{shop}/…` forms,
+/// without the `shop` parameter.
+fn add_unprefixed_paths(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{Operation, ParameterIn};
+    let strip = |operation: &mut Option<Operation>| {
+        if let Some(operation) = operation {
+            if let Some(parameters) = &mut operation.parameters {
+                parameters.retain(|p| match p {
+                    utoipa::openapi::RefOr::T(p) => {
+                        !(p.name == "shop" && p.parameter_in == ParameterIn::Path)
+                    }
+                    utoipa::openapi::RefOr::Ref(_) => true,
+                });
+            }
+            if let Some(id) = &mut operation.operation_id {
+                id.push_str("_in_own_shop");
+            }
+        }
+    };
+    let aliases: Vec<(String, utoipa::openapi::PathItem)> = document
+        .paths
+        .paths
+        .iter()
+        .filter_map(|(path, item)| {
+            let rest = path.strip_prefix("/v1/shops/{shop}")?;
+            let alias = format!("/v1{rest}");
+            UNPREFIXED
+                .iter()
+                .any(|family| alias.starts_with(family))
+                .then(|| {
+                    let mut item = item.clone();
+                    for operation in [
+                        &mut item.get,
+                        &mut item.post,
+                        &mut item.put,
+                        &mut item.patch,
+                        &mut item.delete,
+                    ] {
+                        strip(operation);
+                    }
+                    (alias, item)
+                })
+        })
+        .collect();
+    document.paths.paths.extend(aliases);
+}
+
+/// `/v1/integrations…` → `/v1/shops/-/integrations…` (and the same for deliveries).
+fn own_shop_path(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let family = UNPREFIXED.iter().find(|family| {
+        path.strip_prefix(**family)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })?;
+    let rest = &path["/v1".len()..];
+    debug_assert!(family.starts_with("/v1"));
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    format!("/v1/shops/{OWN_SHOP}{rest}{query}").parse().ok()
 }
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(
         title = "Canopy",
-        description = "Carries loyalty events to marketing platforms through sandboxed WebAssembly destination plugins.",
+        description = "Carries loyalty events to marketing platforms through sandboxed WebAssembly destination plugins. \
+            Every shop's integrations and deliveries are under `/v1/shops/{shop}/…`; `-` stands for the caller's own shop \
+            (a shop token's, or `default` for the platform's), and `/v1/integrations…`, `/v1/deliveries…` are the same \
+            routes for it.",
     ),
     modifiers(&BearerTokens),
     tags(
-        (name = "ingest", description = "Events from the loyalty backend (ingest token)"),
-        (name = "plugins", description = "Destination plugins (admin token)"),
-        (name = "integrations", description = "Configured destinations (admin token)"),
-        (name = "deliveries", description = "The delivery log (admin token)"),
+        (name = "ingest", description = "Events from the loyalty backend (the ingest token, or a shop's ingest token)"),
+        (name = "shops", description = "Shops and their tokens (platform admin token)"),
+        (name = "plugins", description = "Destination plugins (admin tokens read; the platform admin token changes)"),
+        (name = "integrations", description = "A shop's configured destinations and their health (admin token)"),
+        (name = "deliveries", description = "A shop's delivery log (admin token)"),
         (name = "operations", description = "Health, metrics, this document (no token)"),
     )
 )]
 struct ApiDoc;
 
-/// The two bearer tokens, as security schemes.
+/// The two kinds of bearer token, as security schemes.
 struct BearerTokens;
 
 impl utoipa::Modify for BearerTokens {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["admin_token", "ingest_token"] {
+        for (name, what) in [
+            (
+                "admin_token",
+                "The platform admin token, or a shop's admin token (its own shop only)",
+            ),
+            (
+                "ingest_token",
+                "The ingest token, or a shop's ingest token (its own shop's events only)",
+            ),
+        ] {
             components.add_security_scheme(
                 name,
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(what))
+                        .build(),
+                ),
             );
         }
     }
 }
 
-/// The API router.
-pub fn app(state: AppState) -> Router {
-    let (router, document) = api(&state).split_for_parts();
-    let document = document.to_json().expect("the OpenAPI document serialises");
-    router
+/// The API router: the routes, then in front of them the one-store rewrite and the URI bound.
+pub fn app(app: App) -> Router {
+    let document = openapi(&app)
+        .to_json()
+        .expect("the OpenAPI document serialises");
+    let (routes, _) = api(&app).split_for_parts();
+    let routes = routes
         .layer(Extension(OpenApiJson(Arc::from(document))))
-        .fallback(|| async { api::ApiError::not_found("route") })
+        .fallback(|| async { AppError::not_found("route") })
         .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(app);
+    let rewritten = routes.map_request(|mut request: Request| {
+        if let Some(uri) = own_shop_path(request.uri()) {
+            *request.uri_mut() = uri;
+        }
+        request
+    });
+    Router::new()
+        .fallback_service(rewritten)
         .layer(axum::middleware::from_fn(api::limit_uri))
-        .with_state(state)
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -414,7 +225,7 @@ struct Health {
         (status = 503, description = "The store cannot take writes; the reason says why", body = Health),
     )
 )]
-async fn healthz(State(state): State<AppState>) -> axum::response::Response {
+async fn healthz(State(state): State<App>) -> axum::response::Response {
     let store = state.store.health().await;
     let health = Health {
         status: if store.is_ok() { "ok" } else { "unavailable" },
@@ -439,7 +250,7 @@ async fn healthz(State(state): State<AppState>) -> axum::response::Response {
     get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
 )]
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, api::ApiError> {
+async fn metrics(State(state): State<App>) -> Result<impl IntoResponse, AppError> {
     let depth = state.store.queue_depth(Timestamp::now()).await?;
     Ok((
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
@@ -469,7 +280,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let state = AppState::open(config.clone()).await?;
+    let state = App::open(config.clone()).await?;
     let (stop, stopped) = watch::channel(false);
 
     let requests = state.runtime.limits().requests_per_event as u32;
@@ -577,12 +388,16 @@ async fn purge_periodically(
 ) {
     loop {
         let cutoff = Timestamp::now().saturating_sub(config.delivery.retention);
-        match store.purge(cutoff).await {
-            Ok(purged) if purged.deliveries + purged.events > 0 => tracing::info!(
-                deliveries = purged.deliveries,
-                events = purged.events,
-                "purged finished work older than the retention"
-            ),
+        match store.purge(cutoff, Timestamp::now()).await {
+            Ok(purged) if purged.deliveries + purged.events + purged.tokens + purged.shops > 0 => {
+                tracing::info!(
+                    deliveries = purged.deliveries,
+                    events = purged.events,
+                    tokens = purged.tokens,
+                    shops = purged.shops,
+                    "purged finished work older than the retention, expired tokens, and deleted shops' last traces"
+                )
+            }
             Ok(_) => {}
             Err(error) => tracing::error!(%error, "purge failed; it runs again next interval"),
         }

@@ -3,10 +3,14 @@
 //!
 //! - `pipeline`: the real server end to end against a bare forwarder baseline, latency at a
 //!   fixed offered rate, and recovery with 100,000 pending deliveries (see `pipeline.rs`);
+//! - `fairness`: one shop's events while another shop's destination hangs or is throttled,
+//!   beside the same with that destination healthy (see `fairness.rs`);
 //! - `transform`: each plugin's per-event transform cost in Wasm versus native.
 //!
-//! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`) runs one part.
+//! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`, `fairness`) runs one
+//! part.
 
+mod fairness;
 mod pipeline;
 mod transform;
 
@@ -19,13 +23,16 @@ fn main() {
     let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     for part in &parts {
         assert!(
-            ["pipeline", "transform"].contains(&part.as_str()),
-            "unknown part `{part}`: pipeline or transform"
+            ["pipeline", "fairness", "transform"].contains(&part.as_str()),
+            "unknown part `{part}`: pipeline, fairness or transform"
         );
     }
     println!("{}", machine());
     if wanted("pipeline") {
         pipeline::run();
+    }
+    if wanted("fairness") {
+        fairness::run();
     }
     if wanted("transform") {
         transform::run();

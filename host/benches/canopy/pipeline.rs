@@ -34,10 +34,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+pub(crate) const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
 /// base64 of 32 bytes 0x2a.
-const MASTER_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+pub(crate) const MASTER_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 /// The server's default `--workers`; the baseline uses the same concurrency.
 const WORKERS: usize = 32;
 
@@ -254,8 +254,8 @@ async fn forward(client: &reqwest::Client, url: &str, bodies: Vec<String>, concu
 
 /// The loopback receiver: answers 200 and records each event's first arrival, or holds every
 /// request while told to hang.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     state: Arc<ReceiverState>,
 }
 
@@ -284,7 +284,7 @@ async fn receive(State(state): State<Arc<ReceiverState>>, body: Bytes) -> Status
 }
 
 impl Receiver {
-    async fn start() -> Receiver {
+    pub(crate) async fn start() -> Receiver {
         let state = Arc::new(ReceiverState {
             hang: watch::Sender::new(false),
             arrivals: Mutex::default(),
@@ -300,11 +300,11 @@ impl Receiver {
         Receiver { url, state }
     }
 
-    fn reset(&self) {
+    pub(crate) fn reset(&self) {
         lock(&self.state.arrivals).clear();
     }
 
-    fn hang(&self, hang: bool) {
+    pub(crate) fn hang(&self, hang: bool) {
         self.state.hang.send_replace(hang);
     }
 
@@ -312,12 +312,12 @@ impl Receiver {
         lock(&self.state.arrivals).len()
     }
 
-    fn arrivals(&self) -> HashMap<Uuid, Instant> {
+    pub(crate) fn arrivals(&self) -> HashMap<Uuid, Instant> {
         lock(&self.state.arrivals).clone()
     }
 
     /// Waits until `n` distinct events have arrived; returns when the last of them did.
-    async fn wait_for(&self, n: usize) -> Instant {
+    pub(crate) async fn wait_for(&self, n: usize) -> Instant {
         let deadline = Instant::now() + PATIENCE;
         loop {
             {
@@ -343,10 +343,10 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The release `canopy serve` in its own process, on a data directory that outlives it.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
-    client: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) client: reqwest::Client,
 }
 
 struct Memory {
@@ -354,7 +354,7 @@ struct Memory {
 }
 
 impl Server {
-    async fn start(data: &Path, env: &[(&str, &str)]) -> Server {
+    pub(crate) async fn start(data: &Path, env: &[(&str, &str)]) -> Server {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -396,7 +396,9 @@ impl Server {
         }
     }
 
-    /// A webhook integration for every event type, signed with a generated secret.
+    /// A webhook integration for every event type, signed with a generated secret, allowed as
+    /// many attempts in flight as the server has workers (one integration is the whole load
+    /// here; its default cap of 10 is for sharing workers fairly).
     async fn webhook(&self, url: &str) {
         let response = self
             .client
@@ -404,7 +406,7 @@ impl Server {
             .bearer_auth(ADMIN_TOKEN)
             .json(
                 &json!({"name": "bench", "plugin": "webhook", "events": ["*"],
-                "settings": {"url": url, "auth": "hmac"}}),
+                "settings": {"url": url, "auth": "hmac"}, "max_in_flight": WORKERS}),
             )
             .send()
             .await
@@ -412,7 +414,7 @@ impl Server {
         assert_eq!(response.status(), StatusCode::CREATED);
     }
 
-    fn intake(&self) -> Intake {
+    pub(crate) fn intake(&self) -> Intake {
         Intake {
             client: self.client.clone(),
             url: format!("{}/v1/events", self.url),
@@ -420,7 +422,7 @@ impl Server {
     }
 
     /// Ingests every body, `clients` requests at a time.
-    async fn ingest_all(&self, bodies: Vec<String>, clients: usize) {
+    pub(crate) async fn ingest_all(&self, bodies: Vec<String>, clients: usize) {
         let bodies = Arc::new(Mutex::new(bodies));
         let mut tasks = JoinSet::new();
         for _ in 0..clients {
@@ -458,7 +460,7 @@ impl Server {
     }
 
     /// A graceful stop (SIGTERM).
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -478,14 +480,14 @@ impl Drop for Server {
 
 /// Sends ingest requests.
 #[derive(Clone)]
-struct Intake {
+pub(crate) struct Intake {
     client: reqwest::Client,
     url: String,
 }
 
 impl Intake {
     /// Sends one ingest request; panics unless it is accepted.
-    fn send(&self, body: String) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn send(&self, body: String) -> impl Future<Output = ()> + Send + 'static {
         let request = self
             .client
             .post(&self.url)
@@ -507,13 +509,13 @@ async fn accepted(response: reqwest::Result<reqwest::Response>) {
 }
 
 /// p50 and p99 (nearest rank).
-fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
+pub(crate) fn percentiles(samples: &mut [Duration]) -> (Duration, Duration) {
     samples.sort();
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     (at(0.50), at(0.99))
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
@@ -521,6 +523,6 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
-fn verdict(met: bool) -> &'static str {
+pub(crate) fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }

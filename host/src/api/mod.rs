@@ -1,12 +1,16 @@
-//! The HTTP API of SPEC.md §7, one module per resource, each with its `router()`:
-//! [`ingest`] (`POST /v1/events`, ingest token), [`plugins`], [`integrations`] and
-//! [`deliveries`] (admin token). Every error a client sees has one JSON shape, `{"error": {"code", "message"}}`
-//! (plus `details` where there is more to say), and never carries internals or secrets.
+//! The HTTP API of SPEC.md §7 and §8, one module per resource, each with its `router()`:
+//! [`ingest`] (`POST /v1/events`, an ingest token), [`shops`] (shops and their tokens),
+//! [`plugins`], and each shop's [`integrations`] and [`deliveries`] under
+//! `/v1/shops/{shop}/…` (an admin token). The handlers parse, authorise and answer; what a
+//! request does is the `app` services'. Every error a client sees has one JSON shape,
+//! `{"error": {"code", "message"}}` (plus `details` where there is more to say), and never
+//! carries internals or secrets.
 
 pub mod deliveries;
 pub mod ingest;
 pub mod integrations;
 pub mod plugins;
+pub mod shops;
 
 use std::time::Duration;
 
@@ -20,11 +24,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
 
-use crate::crypto::secret::SecretValue;
-use crate::server::AppState;
-use crate::store::StoreError;
+use crate::app::access::{self, Caller};
+use crate::app::{App, AppError};
+use crate::model::Shop;
 
 /// The error shape every route answers with (for the OpenAPI document).
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -43,53 +46,10 @@ pub struct ErrorDetail {
     pub details: Option<Value>,
 }
 
-/// An error answered to a client.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    /// Stable, for programs: `invalid_json`, `unknown_event`, `not_found`, …
-    pub code: &'static str,
-    /// For people.
-    pub message: String,
-    pub details: Option<Value>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
-    }
-
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-    }
-
-    pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no such {what}"),
-        )
-    }
-
-    pub fn with_details(mut self, details: Value) -> ApiError {
-        self.details = Some(details);
-        self
-    }
-}
-
 /// How long a client that is sent `503` is asked to wait before trying again.
 pub const RETRY_AFTER_SECONDS: u64 = 5;
 
-impl IntoResponse for ApiError {
+impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(details) = self.details {
@@ -102,30 +62,6 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> ApiError {
-        match error {
-            StoreError::Rejected(message) => ApiError::unprocessable("rejected", message),
-            StoreError::Unavailable(reason) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                format!(
-                    "the store cannot take writes now ({reason}); nothing was changed, try again later"
-                ),
-            ),
-            other => {
-                // The detail goes to the log, not to the client.
-                tracing::error!(error = %other, "storage failure while answering a request");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_error",
-                    "the store could not complete the request; nothing was changed or it is safe to retry",
-                )
-            }
-        }
     }
 }
 
@@ -142,24 +78,24 @@ pub async fn read_body(
     body: Body,
     limit: usize,
     too_large: (&'static str, String),
-) -> Result<Bytes, ApiError> {
+) -> Result<Bytes, AppError> {
     match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(body_timeout()),
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(error)) if is_length_limit(&error) => Err(ApiError::new(
+        Ok(Err(error)) if is_length_limit(&error) => Err(AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             too_large.0,
             too_large.1,
         )),
-        Ok(Err(error)) => Err(ApiError::bad_request(
+        Ok(Err(error)) => Err(AppError::bad_request(
             "unreadable_body",
             format!("the body cannot be read: {}", source_text(&error)),
         )),
     }
 }
 
-fn body_timeout() -> ApiError {
-    ApiError::new(
+fn body_timeout() -> AppError {
+    AppError::new(
         StatusCode::REQUEST_TIMEOUT,
         "body_timeout",
         format!(
@@ -184,9 +120,9 @@ fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
+    type Rejection = AppError;
 
-    async fn from_request(req: Request, state: &S) -> Result<ApiJson<T>, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<ApiJson<T>, AppError> {
         match tokio::time::timeout(BODY_TIMEOUT, Json::<T>::from_request(req, state)).await {
             Err(_) => Err(body_timeout()),
             Ok(Ok(Json(value))) => Ok(ApiJson(value)),
@@ -200,14 +136,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 pub struct ApiQuery<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
+    type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ApiQuery<T>, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ApiQuery<T>, AppError> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(value)| ApiQuery(value))
             .map_err(|rejection| {
-                ApiError::bad_request(
+                AppError::bad_request(
                     "invalid_query",
                     format!(
                         "the query string cannot be read: {}",
@@ -223,14 +159,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 pub struct ApiPath<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
+    type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ApiPath<T>, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<ApiPath<T>, AppError> {
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(value)| ApiPath(value))
             .map_err(|rejection| {
-                ApiError::bad_request(
+                AppError::bad_request(
                     "invalid_path",
                     format!("the path cannot be read: {}", source_text(&rejection)),
                 )
@@ -245,7 +181,7 @@ pub async fn limit_uri(request: Request, next: Next) -> Response {
         .path_and_query()
         .map_or(0, |pq| pq.as_str().len());
     if length > MAX_URI_BYTES {
-        return ApiError::new(
+        return AppError::new(
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
             format!("the request URI is {length} bytes; the limit is {MAX_URI_BYTES}"),
@@ -256,42 +192,42 @@ pub async fn limit_uri(request: Request, next: Next) -> Response {
 }
 
 /// The answer to a method a route does not have.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
+pub async fn method_not_allowed() -> AppError {
+    AppError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this route does not take that method",
     )
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
+fn json_rejection(rejection: JsonRejection) -> AppError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+        JsonRejection::MissingJsonContentType(_) => AppError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+        JsonRejection::JsonSyntaxError(e) => AppError::bad_request(
             "invalid_json",
             format!("the body is not valid JSON: {}", source_text(&e)),
         ),
-        JsonRejection::JsonDataError(e) => ApiError::bad_request(
+        JsonRejection::JsonDataError(e) => AppError::bad_request(
             "invalid_body",
             format!("the body does not fit: {}", source_text(&e)),
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
+            AppError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the body cannot be read: {e}"),
             )
         }
-        JsonRejection::BytesRejection(e) => ApiError::new(
+        JsonRejection::BytesRejection(e) => AppError::new(
             e.status(),
             "unreadable_body",
             format!("the body cannot be read: {e}"),
         ),
-        other => ApiError::bad_request("invalid_body", other.body_text()),
+        other => AppError::bad_request("invalid_body", other.body_text()),
     }
 }
 
@@ -312,39 +248,84 @@ pub fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Which token a route needs.
+/// Which kind of caller a group of routes needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The platform admin token or a shop admin token.
     Admin,
+    /// The ingest token or a shop ingest token.
     Ingest,
 }
 
-/// Middleware: the request must carry `Authorization: Bearer <token>` of `role`. Tokens are
-/// compared in constant time; the other role's token does not open the route.
+/// Middleware: the request must carry `Authorization: Bearer <token>` of a caller in `role`
+/// ([`crate::app::access`]); the caller is handed to the route as a [`Caller`] extension.
 pub async fn require(
     role: Role,
-    State(state): State<AppState>,
-    request: Request,
+    State(app): State<App>,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let expected: &SecretValue = match role {
-        Role::Admin => &state.tokens.admin,
-        Role::Ingest => &state.tokens.ingest,
-    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
-    let accepted = presented
-        .is_some_and(|token| bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())));
-    if accepted {
+    let caller = match presented {
+        Some(token) => match access::authenticate(&app, token).await {
+            Ok(caller) => caller,
+            Err(error) => return error.into_response(),
+        },
+        None => None,
+    };
+    let allowed = caller.as_ref().is_some_and(|c| match role {
+        Role::Admin => c.administers(),
+        Role::Ingest => c.ingests(),
+    });
+    if let (true, Some(caller)) = (allowed, caller) {
+        request.extensions_mut().insert(caller);
         return next.run(request).await;
     }
     let message = match (presented, role) {
         (None, _) => "this route needs `Authorization: Bearer <token>`",
-        (Some(_), Role::Admin) => "the admin token is required for this route",
-        (Some(_), Role::Ingest) => "the ingest token is required for this route",
+        (Some(_), Role::Admin) => {
+            "an admin token (the platform's, or the shop's) is required for this route"
+        }
+        (Some(_), Role::Ingest) => {
+            "an ingest token (the platform's, or the shop's) is required for this route"
+        }
     };
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+    AppError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, AppError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this route needs `Authorization: Bearer <token>`",
+            )
+        })
+    }
+}
+
+/// The shop a route's `{shop}` names, as the caller may see it (see [`Caller::shop`]: 404
+/// for an unknown shop and for another shop than a shop token's own; `-` is the caller's).
+pub struct ShopScope(pub Shop);
+
+impl FromRequestParts<App> for ShopScope {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<ShopScope, AppError> {
+        let ApiPath(params) =
+            ApiPath::<std::collections::HashMap<String, String>>::from_request_parts(parts, app)
+                .await?;
+        let named = params
+            .get("shop")
+            .ok_or_else(|| AppError::not_found("shop"))?;
+        let caller = Caller::from_request_parts(parts, app).await?;
+        caller.shop(app, named).await.map(ShopScope)
+    }
 }

@@ -1,7 +1,9 @@
 //! Per-integration pacing: the plugin declares the platform's documented limit (Omnisend:
 //! 400 requests a minute) and an admin may set a lower one; the host spaces its requests to
-//! stay within it instead of collecting 429s. A delivery that would exceed it is put back in
-//! the queue for the moment a request is allowed again, so it holds no worker meanwhile.
+//! stay within it instead of collecting 429s. The limit is applied when work is claimed
+//! ([`Pacing`] is the store's [`Admission`]): a delivery is only claimed when a request is
+//! allowed, so one over the limit waits in its queue — holding no worker, and not taken out
+//! and put back again and again — and the scheduler is woken when the limiter next allows.
 //! The limiter is `governor`'s GCRA: the burst is the whole window's allowance.
 
 use std::collections::HashMap;
@@ -13,7 +15,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
-use crate::runtime::RateLimit;
+use crate::runtime::{PluginRegistry, RateLimit};
+use crate::store::{Admission, Admitted, Integration, Timestamp};
 
 /// One limiter per integration, rebuilt when its limit changes.
 #[derive(Default)]
@@ -62,6 +65,34 @@ impl RateLimits {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&integration);
+    }
+}
+
+/// The store's [`Admission`]: an integration may start an attempt when its rate limit (the
+/// plugin's declared one, or an admin's lower one) allows a request now.
+pub struct Pacing<'a> {
+    pub rates: &'a RateLimits,
+    pub plugins: &'a PluginRegistry,
+}
+
+impl Admission for Pacing<'_> {
+    fn admit(&self, integration: &Integration, wanted: u32) -> Admitted {
+        let declared = self
+            .plugins
+            .get(&integration.plugin)
+            .and_then(|p| p.info().rate_limit);
+        let limit = effective(declared, integration.rate_limit);
+        let mut admitted = 0;
+        while admitted < wanted {
+            match self.rates.acquire(integration.id, limit) {
+                Ok(()) => admitted += 1,
+                Err(wait) if admitted == 0 => {
+                    return Admitted::At(Timestamp::now().saturating_add(wait));
+                }
+                Err(_) => break,
+            }
+        }
+        Admitted::Now(admitted)
     }
 }
 

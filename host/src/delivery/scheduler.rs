@@ -1,6 +1,10 @@
-//! The scheduler: claims due deliveries from the store's queue under a lease and runs each in
-//! a worker task, at most `workers` at once. It wakes when ingest queues new work, when the
-//! earliest scheduled delivery falls due, or at least every [`IDLE_POLL`].
+//! The scheduler: claims due deliveries from the store under a lease and runs each in a worker
+//! task, at most `workers` at once. The store's claim is fair (round-robin across shops and
+//! integrations, within each integration's in-flight cap and rate limit, see
+//! `store::Store::claim_due`), so one destination's backlog or hang cannot take every
+//! worker. It wakes when ingest queues new work, when an attempt ends (making room under a
+//! cap), when the store says more work becomes claimable (a retry falls due, a rate limit
+//! admits again), or at least every [`IDLE_POLL`].
 //!
 //! At start it releases the leases a previous process held (crash recovery). At shutdown it
 //! claims nothing more, lets in-flight attempts finish within the grace period, then stops the
@@ -14,6 +18,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::rate::Pacing;
 use super::worker::Worker;
 use crate::store::Timestamp;
 
@@ -21,6 +26,8 @@ use crate::store::Timestamp;
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Deliveries claimed per store round trip.
 const CLAIM_BATCH: usize = 64;
+/// The shortest pause between claims that found nothing to start.
+const MIN_WAIT: Duration = Duration::from_millis(2);
 /// Pause after a storage error before trying again.
 const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -39,6 +46,8 @@ pub struct SchedulerSettings {
 pub struct Scheduler {
     worker: Arc<Worker>,
     wake: Arc<Notify>,
+    /// An attempt ended.
+    ended: Arc<Notify>,
     settings: SchedulerSettings,
 }
 
@@ -47,6 +56,7 @@ impl Scheduler {
         Scheduler {
             worker,
             wake,
+            ended: Arc::new(Notify::new()),
             settings,
         }
     }
@@ -81,11 +91,15 @@ impl Scheduler {
             }
             let now = Timestamp::now();
             let lease_until = now.saturating_add(self.settings.lease);
-            let claimed = match store
-                .claim_due(now, free.min(CLAIM_BATCH), lease_until)
+            let pacing = Pacing {
+                rates: &self.worker.rates,
+                plugins: &self.worker.plugins,
+            };
+            let round = match store
+                .claim_due(now, free.min(CLAIM_BATCH), lease_until, &pacing)
                 .await
             {
-                Ok(claimed) => claimed,
+                Ok(round) => round,
                 Err(error) => {
                     tracing::error!(%error, "cannot claim due deliveries");
                     tokio::select! {
@@ -95,31 +109,36 @@ impl Scheduler {
                     continue;
                 }
             };
-            if !claimed.is_empty() {
-                for delivery in claimed {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        // Cannot happen (claimed ≤ free); the lease brings it back if it does.
-                        break;
-                    };
-                    let id = delivery.id;
-                    lock(&in_flight).insert(id);
-                    let worker = self.worker.clone();
-                    let in_flight = in_flight.clone();
-                    tasks.spawn(async move {
-                        worker.deliver(delivery).await;
-                        lock(&in_flight).remove(&id);
-                        drop(permit);
-                    });
-                }
+            let claimed_any = !round.claimed.is_empty();
+            for delivery in round.claimed {
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    // Cannot happen (claimed ≤ free); the lease brings it back if it does.
+                    break;
+                };
+                let id = delivery.id;
+                lock(&in_flight).insert(id);
+                let worker = self.worker.clone();
+                let in_flight = in_flight.clone();
+                let ended = self.ended.clone();
+                tasks.spawn(async move {
+                    worker.deliver(delivery).await;
+                    lock(&in_flight).remove(&id);
+                    drop(permit);
+                    // Room under its integration's cap: there may be work to claim now.
+                    ended.notify_one();
+                });
+            }
+            let wait = match round.next_at {
+                Some(next) => now.until(next).min(IDLE_POLL),
+                None => IDLE_POLL,
+            };
+            if claimed_any && wait.is_zero() {
                 continue;
             }
-            let wait = match store.next_due().await {
-                Ok(Some(next)) => now.until(next).min(IDLE_POLL),
-                _ => IDLE_POLL,
-            };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.ended.notified() => {}
+                _ = tokio::time::sleep(wait.max(MIN_WAIT)) => {}
                 _ = stopping() => {}
             }
         }

@@ -1,5 +1,6 @@
-//! One attempt at one delivery, the stages in order: integration and plugin looked up →
-//! paused if the integration is disabled → paced by its rate limit → plugin `transform` →
+//! One attempt at one delivery (claimed within its integration's rate limit and in-flight
+//! cap), the stages in order: integration and plugin looked up → paused if the integration
+//! is disabled → plugin `transform` →
 //! secrets opened and filled in, requests signed ([`prepare`]) → sent ([`Sender`]) → plugin
 //! `interpret` → [`decide`] → the attempt recorded with the request as sent (secrets
 //! redacted) and a bounded response excerpt.
@@ -15,7 +16,7 @@ use canopy_events::EventKind;
 use uuid::Uuid;
 
 use super::outcome::{AttemptResult, decide, default_verdict};
-use super::rate::{RateLimits, effective};
+use super::rate::RateLimits;
 use super::request::{self, prepare};
 use super::retry::RetrySchedule;
 use super::sender::{Response, Sender};
@@ -113,7 +114,11 @@ impl Worker {
 
     async fn try_deliver(&self, delivery: Delivery) -> Result<(), StoreError> {
         let now = Timestamp::now();
-        let Some(integration) = self.store.integration(delivery.integration_id).await? else {
+        let Some(integration) = self
+            .store
+            .integration(&delivery.shop, delivery.integration_id)
+            .await?
+        else {
             let failed = AttemptResult::Failed {
                 reason: "the integration was deleted".into(),
             };
@@ -138,14 +143,6 @@ impl Worker {
             let tried = Tried::without_request(retry, "");
             return self.finish(&delivery, tried, now, Instant::now()).await;
         };
-        let limit = effective(plugin.info().rate_limit, integration.rate_limit);
-        if let Err(wait) = self.rates.acquire(integration.id, limit) {
-            self.store
-                .release(delivery.id, now.saturating_add(wait))
-                .await?;
-            tracing::debug!(delivery = %delivery.id, integration = %integration.id, ?wait, "rate limited");
-            return Ok(());
-        }
         let Some(event_json) = self.store.event_json(delivery.event_id).await? else {
             let failed = AttemptResult::Failed {
                 reason: "the event is no longer stored".into(),
@@ -174,7 +171,6 @@ impl Worker {
         let secrets = open_secrets(&self.key, integration)?;
         let config = plugin_config(integration);
         let settings = integration.settings.clone();
-        let scope = integration.id.to_string();
         let kinds: Vec<EventKind> = EventKind::ALL
             .iter()
             .copied()
@@ -183,23 +179,22 @@ impl Worker {
         tokio::task::spawn_blocking(move || {
             for kind in kinds {
                 let event = kind.key();
-                let requests =
-                    match plugin.transform(Scope::Integration(&scope), kind.sample_json(), &config)
-                    {
-                        Ok(call) => match call.value {
-                            Ok(requests) => requests,
-                            Err(Refusal::InvalidConfig(reason)) => return Err(reason),
-                            // The plugin may decline a sample (skip, or an event it cannot take);
-                            // that says nothing about the settings.
-                            Err(Refusal::Skip(_) | Refusal::InvalidEvent(_)) => continue,
-                        },
-                        Err(error) if error.is_refused_output() => {
-                            return Err(format!("a `{event}` event could not be sent: {error}"));
-                        }
-                        // A plugin that traps or breaks a limit is the plugin's defect, not the
-                        // settings': its deliveries fail with the reason, the integration saves.
-                        Err(_) => continue,
-                    };
+                // Fresh instances: a rehearsal is a one-off, and the integration may never exist.
+                let requests = match plugin.transform(Scope::Fresh, kind.sample_json(), &config) {
+                    Ok(call) => match call.value {
+                        Ok(requests) => requests,
+                        Err(Refusal::InvalidConfig(reason)) => return Err(reason),
+                        // The plugin may decline a sample (skip, or an event it cannot take);
+                        // that says nothing about the settings.
+                        Err(Refusal::Skip(_) | Refusal::InvalidEvent(_)) => continue,
+                    },
+                    Err(error) if error.is_refused_output() => {
+                        return Err(format!("a `{event}` event could not be sent: {error}"));
+                    }
+                    // A plugin that traps or breaks a limit is the plugin's defect, not the
+                    // settings': its deliveries fail with the reason, the integration saves.
+                    Err(_) => continue,
+                };
                 for request in &requests {
                     let attempt = request::Attempt {
                         delivery_id: "rehearsal",

@@ -114,7 +114,9 @@ impl Runtime {
             inner: Arc::new(RuntimeInner {
                 engine,
                 linker,
-                pool: WarmPool::new(limits.warm_instances),
+                // Idle warm instances hold pool slots: never more than half of them, so calls
+                // always find a slot for a fresh instance.
+                pool: WarmPool::new(limits.warm_instances.min(n as usize / 2)),
                 limits,
                 generations: AtomicU64::new(1),
             }),

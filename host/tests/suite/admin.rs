@@ -242,8 +242,11 @@ async fn a_hot_swap_under_load_loses_nothing_and_rollback_restores_v1() {
             let mut after = 0;
             while after < 10 {
                 let swapped = swap_done.load(std::sync::atomic::Ordering::SeqCst);
+                // When it was sent: an event sent after the upload returned can only be
+                // attempted after it (one answered after it may have gone out before).
+                let sent = Instant::now();
                 let id = canopy.ingest_one(fresh("tier.changed")).await;
-                let _ = acked.send((id, Instant::now()));
+                let _ = acked.send((id, sent));
                 if swapped {
                     after += 1;
                 }
@@ -280,7 +283,7 @@ async fn a_hot_swap_under_load_loses_nothing_and_rollback_restores_v1() {
         );
         if *at > swapped {
             after_swap += 1;
-            assert_eq!(version_of(&delivery), "2.0.0", "ingested after the swap");
+            assert_eq!(version_of(&delivery), "2.0.0", "sent after the swap");
             assert_eq!(
                 delivery["attempts"][0]["exchanges"][0]["request"]["url"],
                 "https://echo.test/v2.0.0"
@@ -606,18 +609,17 @@ async fn no_secret_is_stored_in_clear_and_key_rotation_keeps_them_all() {
     // Rotation: every secret is re-sealed under the new key; the old key is then refused.
     let old = canopy::crypto::seal::MasterKey::from_base64(MASTER_KEY).unwrap();
     let (new, new_text) = canopy::crypto::seal::MasterKey::generate();
-    let rotated = canopy::server::rotate_key(dir.path(), &old, &new)
+    let rotated = canopy::app::rotate_key(dir.path(), &old, &new)
         .await
         .unwrap();
     assert_eq!((rotated.integrations, rotated.secrets), (3, 3));
-    let refused = canopy::server::AppState::open(std::sync::Arc::new(crate::harness::test_config(
-        dir.path(),
-    )))
-    .await
-    .err()
-    .expect("the old key no longer opens the data");
+    let refused =
+        canopy::app::App::open(std::sync::Arc::new(crate::harness::test_config(dir.path())))
+            .await
+            .err()
+            .expect("the old key no longer opens the data");
     assert!(refused.to_string().contains("master key does not match"));
-    let error = canopy::server::rotate_key(dir.path(), &old, &new)
+    let error = canopy::app::rotate_key(dir.path(), &old, &new)
         .await
         .err()
         .unwrap();

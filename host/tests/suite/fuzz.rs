@@ -97,7 +97,7 @@ fn ingest() -> &'static Ingest {
         let mut config = test_config(dir.path());
         config.delivery.max_ingest_body_kib = 4;
         let state = runtime
-            .block_on(canopy::server::AppState::open(Arc::new(config)))
+            .block_on(canopy::app::App::open(Arc::new(config)))
             .unwrap();
         Ingest {
             app: canopy::server::app(state),

@@ -124,13 +124,16 @@ impl SmallDisk {
         self.dir.path()
     }
 
-    /// Fills the disk with a ballast file until a write fails.
-    fn fill(&self) -> std::path::PathBuf {
+    /// Fills the disk with a ballast file until a write fails, then gives back `leave` bytes:
+    /// a disk as full as another program would leave it.
+    fn fill(&self, leave: u64) -> std::path::PathBuf {
         let ballast = self.path().join("ballast");
         let mut file = std::fs::File::create(&ballast).unwrap();
         let chunk = vec![7u8; 64 << 10];
         while file.write_all(&chunk).is_ok() {}
         while file.write_all(&[7u8; 512]).is_ok() {}
+        let length = file.metadata().unwrap().len();
+        file.set_len(length.saturating_sub(leave)).unwrap();
         let _ = file.sync_all();
         ballast
     }
@@ -147,7 +150,7 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_and_the_store_recovers_when_space_returns() {
-    let Some(disk) = SmallDisk::mount("48m") else {
+    let Some(disk) = SmallDisk::mount("64m") else {
         return;
     };
     let receiver = accepting().await;
@@ -160,7 +163,8 @@ async fn a_full_disk_answers_503_and_the_store_recovers_when_space_returns() {
     let mut acknowledged = Vec::new();
     acknowledged.push(canopy.ingest_one(fresh("tier.changed")).await);
 
-    let ballast = disk.fill();
+    // Less room left than Canopy keeps in reserve (16 MiB).
+    let ballast = disk.fill(6 << 20);
     // Ingest until the store can no longer write: a 503 with Retry-After, never a 500.
     let client = reqwest::Client::new();
     let mut refused = None;
@@ -731,6 +735,8 @@ async fn credentials_in_a_webhook_url_are_refused_and_never_shown() {
         let now = canopy::store::Timestamp::now();
         let stored = canopy::store::Integration {
             id: canopy::store::new_id(),
+            shop: "default".into(),
+            max_in_flight: None,
             name: "Old hook".into(),
             plugin: "webhook".into(),
             events: vec!["*".into()],

@@ -13,6 +13,7 @@ mod harness;
 mod pipeline;
 mod runtime;
 mod server;
+mod shops;
 mod store;
 mod swap;
 

@@ -838,42 +838,33 @@ async fn an_integration_is_paced_by_its_rate_limit() {
     let canopy = Canopy::start(|_| {}).await;
     let mut hook = webhook_to(&receiver, "/paced");
     hook["rate_limit"] = json!({"requests": 2, "per_seconds": 3600});
-    canopy.integration(hook).await;
-    let ingested = canopy::store::Timestamp::now();
+    let integration = canopy.integration(hook).await;
     let mut deliveries = Vec::new();
     for _ in 0..3 {
         deliveries.push(canopy.ingest_one(fresh("tier.changed")).await);
     }
-    let deadline = std::time::Instant::now() + crate::harness::PATIENCE;
-    let (sent, held) = loop {
-        let mut sent = 0;
-        let mut held = None;
-        for id in &deliveries {
-            let d = canopy.delivery(id).await;
-            if d["status"] == "succeeded" {
-                sent += 1;
-            } else if let Some(next) = d["next_attempt_at"].as_str() {
-                let next = canopy::store::Timestamp::parse(next).unwrap();
-                if next.millis() > ingested.millis() + 60_000 {
-                    held = Some(d.clone());
-                }
-            }
-        }
-        if let (2, Some(held)) = (sent, &held) {
-            break (sent, held.clone());
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not paced: {sent} sent"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    assert_eq!(sent, 2);
-    assert_eq!(
-        held["status"], "pending",
-        "held back without an attempt: {held}"
-    );
+    for id in &deliveries[..2] {
+        canopy.delivery_with_status(id, "succeeded").await;
+    }
+    // The third waits in the queue: never claimed, never put back, no attempt, no worker.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held = canopy.delivery(&deliveries[2]).await;
+    assert_eq!(held["status"], "pending", "{held}");
     assert_eq!(held["attempts"], json!([]));
+    assert!(held.get("lease_until").is_none(), "{held}");
+    assert_eq!(
+        held["updated_at"], held["created_at"],
+        "never taken out and put back"
+    );
+    let (_, health) = canopy
+        .admin(
+            Method::GET,
+            &format!("/v1/integrations/{integration}/health"),
+            None,
+        )
+        .await;
+    assert_eq!(health["queue"]["due"], 1, "{health}");
+    assert_eq!(health["queue"]["in_flight"], 0, "{health}");
     assert_eq!(receiver.received_requests().await.unwrap().len(), 2);
     canopy.stop().await;
 }
