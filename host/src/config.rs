@@ -51,6 +51,12 @@ pub struct Config {
     #[arg(long, env = "CANOPY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
 
+    /// The address users reach this server at (`https://canopy.example.com`): sign-in links
+    /// are answered whole with it, and the UI's session cookie is marked `Secure` when it is
+    /// `https`. Without it, links are answered as paths.
+    #[arg(long, env = "CANOPY_PUBLIC_URL")]
+    pub public_url: Option<url::Url>,
+
     #[command(flatten)]
     pub delivery: DeliverySettings,
 
@@ -231,6 +237,7 @@ impl Config {
             master_key_file: None,
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
+            public_url: None,
             delivery: DeliverySettings::default(),
             plugin_limits: PluginLimits::default(),
         }

@@ -44,6 +44,7 @@ pub mod model;
 pub mod runtime;
 pub mod server;
 pub mod store;
+pub mod ui;
 
 pub use config::Config;
 pub use server::run;

@@ -188,6 +188,7 @@ pub fn app(app: App) -> Router {
         .to_json()
         .expect("the OpenAPI document serialises");
     let (routes, _) = api(&app).split_for_parts();
+    let app_state = app.clone();
     let routes = routes
         .layer(Extension(OpenApiJson(Arc::from(document))))
         .fallback(|| async { AppError::not_found("route") })
@@ -200,6 +201,7 @@ pub fn app(app: App) -> Router {
         request
     });
     Router::new()
+        .merge(crate::ui::router(app_state))
         .fallback_service(rewritten)
         .layer(axum::middleware::from_fn(api::limit_uri))
 }

@@ -141,7 +141,7 @@ async fn upload(
         format!("the component is over the limit of {limit} bytes"),
     );
     let bytes = read_body(body, limit, too_large).await?;
-    let (status, plugin) = service::upload(&app, &caller, &id, bytes).await?;
+    let (status, plugin) = service::upload(&app, &caller, Some(&id), bytes).await?;
     Ok((status, Json(plugin)))
 }
 

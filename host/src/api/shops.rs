@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<App> {
         .routes(routes!(tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(rotate_token))
+        .routes(routes!(create_sign_in_link))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -294,20 +295,57 @@ async fn rotate_token(
     ApiPath((_, token)): ApiPath<(String, String)>,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<NewToken>), AppError> {
-    let body = super::read_body(
-        body,
-        4 << 10,
-        ("body_too_large", "a rotation body is a few bytes".into()),
-    )
-    .await?;
-    let rotate: RotateIn = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateIn::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            AppError::bad_request("invalid_json", format!("the body does not fit: {e}"))
-        })?
-    };
+    let rotate: RotateIn = optional_json(body).await?;
     let grace = Duration::from_secs(rotate.grace_seconds);
     let token = service::rotate_token(&app, &caller, &shop, parse_id(&token)?, grace).await?;
     Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// A small JSON body that may be left out (or empty): its default then.
+async fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    body: axum::body::Body,
+) -> Result<T, AppError> {
+    let body = super::read_body(
+        body,
+        4 << 10,
+        ("body_too_large", "this body is a few bytes".into()),
+    )
+    .await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| AppError::bad_request("invalid_json", format!("the body does not fit: {e}")))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInLinkIn {
+    /// How long the link can be used, 1 to 3600 seconds (default 300).
+    pub expires_in_seconds: Option<u64>,
+}
+
+/// A sign-in link to the shop's pages of the admin UI, for one sign-in within its lifetime
+/// (the platform admin token for any shop, a shop admin token for its own).
+#[utoipa::path(
+    post, path = "/v1/shops/{shop}/sign-in-links", tag = "shops",
+    security(("admin_token" = [])),
+    params(("shop" = String, Path, description = "Shop id")),
+    request_body(content = Option<SignInLinkIn>, description = "Optional: the link's lifetime"),
+    responses(
+        (status = 201, body = crate::app::sign_in::SignInLink),
+        (status = 401, description = "No or wrong admin token", body = ErrorBody),
+        (status = 404, description = "No such shop", body = ErrorBody),
+        (status = 422, description = "A lifetime out of bounds", body = ErrorBody),
+    )
+)]
+async fn create_sign_in_link(
+    State(app): State<App>,
+    ShopScope(shop): ShopScope,
+    body: axum::body::Body,
+) -> Result<(StatusCode, Json<crate::app::sign_in::SignInLink>), AppError> {
+    let input: SignInLinkIn = optional_json(body).await?;
+    let lifetime = input.expires_in_seconds.map(Duration::from_secs);
+    let link = crate::app::sign_in::create_link(&app, &shop, lifetime)?;
+    Ok((StatusCode::CREATED, Json(link)))
 }

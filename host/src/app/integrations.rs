@@ -406,7 +406,7 @@ fn seal_secrets(
 
 /// Settings as the API shows them: a URL that carries credentials (`user:pass@`, refused
 /// since, but possibly stored by an earlier version) shows `redacted` in their place.
-fn without_url_credentials(mut settings: Value) -> Value {
+pub fn without_url_credentials(mut settings: Value) -> Value {
     if let Some(map) = settings.as_object_mut() {
         for value in map.values_mut() {
             if let Some(url) = value.as_str().and_then(url_with_credentials) {

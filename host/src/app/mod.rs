@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod integrations;
 pub mod plugins;
 pub mod shops;
+pub mod sign_in;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct App {
     /// Serialises plugin uploads, rollbacks and deletions.
     pub plugin_changes: Arc<tokio::sync::Mutex<()>>,
     pub worker: Arc<Worker>,
+    /// Sign-in links already used (see [`sign_in`]).
+    pub used_links: Arc<sign_in::UsedLinks>,
 }
 
 /// Why the server could not start or stopped abnormally.
@@ -147,6 +150,7 @@ impl App {
             wake: Arc::new(Notify::new()),
             plugin_changes: Arc::default(),
             worker,
+            used_links: Arc::default(),
         })
     }
 }

@@ -108,15 +108,18 @@ pub async fn versions(app: &App, id: &str) -> Result<Vec<VersionOut>, AppError> 
 }
 
 /// Loads or upgrades a plugin from component bytes: 201 for a new plugin, 200 for a new
-/// version (or the same bytes again, which change nothing).
+/// version (or the same bytes again, which change nothing). With `expected`, the component
+/// must describe itself as that plugin; without, it is whichever plugin it describes.
 pub async fn upload(
     app: &App,
     caller: &Caller,
-    id: &str,
+    expected: Option<&str>,
     bytes: Bytes,
 ) -> Result<(StatusCode, PluginOut), AppError> {
     caller.platform_only("upload plugins")?;
     let plugin = compile(app, bytes.clone()).await?;
+    let id = expected.unwrap_or(plugin.id()).to_owned();
+    let id = id.as_str();
     if plugin.id() != id {
         return Err(AppError::unprocessable(
             "plugin_id_mismatch",

@@ -91,6 +91,12 @@ impl MasterKey {
         fingerprint
     }
 
+    /// A key for another purpose (signing UI sessions, sign-in links), derived from this one
+    /// and `label`: it changes when the master key is rotated, and reveals nothing of it.
+    pub fn derive_key(&self, label: &[u8]) -> [u8; 32] {
+        derive(&self.mac, label)
+    }
+
     /// Encrypts and authenticates `plaintext` under a fresh random IV.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
         let iv: [u8; IV_LEN] = random_bytes();

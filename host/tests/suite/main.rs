@@ -16,6 +16,7 @@ mod server;
 mod shops;
 mod store;
 mod swap;
+mod ui;
 
 use std::sync::Arc;
 

@@ -171,6 +171,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/shops/{shop}/deliveries/{id}"),
     ("post", "/v1/shops/{shop}/deliveries/{id}/retry"),
     ("post", "/v1/shops/{shop}/deliveries/retry"),
+    // The admin UI: a one-time sign-in link to a shop's pages.
+    ("post", "/v1/shops/{shop}/sign-in-links"),
 ];
 
 #[tokio::test]
