@@ -341,11 +341,12 @@ pub struct SignInLinkIn {
 )]
 async fn create_sign_in_link(
     State(app): State<App>,
+    caller: Caller,
     ShopScope(shop): ShopScope,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<crate::app::sign_in::SignInLink>), AppError> {
     let input: SignInLinkIn = optional_json(body).await?;
     let lifetime = input.expires_in_seconds.map(Duration::from_secs);
-    let link = crate::app::sign_in::create_link(&app, &shop, lifetime)?;
+    let link = crate::app::sign_in::create_link(&app, &caller, &shop, lifetime)?;
     Ok((StatusCode::CREATED, Json(link)))
 }

@@ -4,8 +4,10 @@
 //! key): who signed in (the platform, or a shop), the shop token it came from (if any), a CSRF
 //! token and an expiry (12 hours). Nothing is stored server-side, so it survives restarts; it
 //! ends when it expires, when the user signs out (the cookie is cleared), when the shop token
-//! it came from is revoked or expires, when the platform admin token changes (a platform
-//! session carries a fingerprint of it), or when the master key is rotated (every session and
+//! it came from is revoked or expires (for a link: the shop token that asked for it), when the
+//! shop is deleted (a shop created again with the same id is another shop), when the platform
+//! admin token changes (a platform session carries a keyed fingerprint of it, which cannot be
+//! used to test guesses of the token), or when the master key is rotated (every session and
 //! link then fails its signature).
 //!
 //! A **sign-in link** opens one shop's pages without a token, the way a platform embeds a
@@ -25,7 +27,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -43,6 +45,7 @@ pub const MAX_LINK_LIFETIME: Duration = Duration::from_secs(3_600);
 
 const SESSION_KEY: &[u8] = b"canopy ui session v1";
 const LINK_KEY: &[u8] = b"canopy ui sign-in link v1";
+const FORM_KEY: &[u8] = b"canopy ui sign-in form v1";
 
 /// Who a session stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,11 +53,15 @@ const LINK_KEY: &[u8] = b"canopy ui sign-in link v1";
 pub enum Who {
     /// The platform admin; `admin` is a fingerprint of the admin token it signed in with.
     Platform { admin: String },
-    /// A shop's admin, through a shop admin token (`token`) or a sign-in link (none).
+    /// A shop's admin. `token` is the shop admin token it came from: the one signed in
+    /// with, or the one that asked for the sign-in link (none for a link the platform asked
+    /// for); revoking it ends the session. `since` is the shop's creation time, so a session
+    /// never reaches a shop deleted and created again under the same id.
     Shop {
         shop: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<Uuid>,
+        since: u64,
     },
 }
 
@@ -95,11 +102,13 @@ fn unseal<T: for<'de> Deserialize<'de>>(key: &[u8; 32], text: &str) -> Option<T>
     serde_json::from_slice(&payload).ok()
 }
 
-/// A short fingerprint of the platform admin token: a platform session ends when it changes.
+/// A fingerprint of the platform admin token (a platform session ends when it changes): a
+/// keyed HMAC, so a cookie's holder cannot test guesses of the token against it offline.
 fn admin_fingerprint(app: &App) -> String {
-    let mut text = hex(&Sha256::digest(app.tokens.admin.expose().as_bytes()));
-    text.truncate(16);
-    text
+    hex(&sign(
+        &app.key.derive_key(b"canopy ui admin fingerprint v1"),
+        app.tokens.admin.expose().as_bytes(),
+    ))
 }
 
 impl Session {
@@ -135,7 +144,11 @@ impl Session {
                 let same = bool::from(admin.as_bytes().ct_eq(admin_fingerprint(app).as_bytes()));
                 Ok(same.then_some(Caller::Platform))
             }
-            Who::Shop { shop, token } => {
+            Who::Shop { shop, token, since } => {
+                let current = app.store.shop(shop).await?;
+                if current.is_none_or(|s| s.is_deleted() || s.created_at.0 != *since) {
+                    return Ok(None);
+                }
                 if let Some(id) = token {
                     let now = Timestamp::now();
                     let valid =
@@ -168,10 +181,14 @@ pub async fn with_token(app: &App, token: &str) -> Result<Option<Session>, AppEr
             shop,
             kind: TokenKind::Admin,
             token,
-        }) => Who::Shop {
-            shop,
-            token: Some(token),
-        },
+        }) => {
+            let since = Caller::Platform.shop(app, &shop).await?.created_at.0;
+            Who::Shop {
+                shop,
+                token: Some(token),
+                since,
+            }
+        }
         _ => return Ok(None),
     };
     Ok(Some(Session::new(who, now)))
@@ -181,8 +198,30 @@ pub async fn with_token(app: &App, token: &str) -> Result<Option<Session>, AppEr
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LinkClaim {
     shop: String,
+    /// The shop admin token that asked for it (none: the platform).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<Uuid>,
     expires: u64,
     nonce: String,
+}
+
+/// A token for a sign-in form, tied to the pre-session cookie that carries the same value:
+/// a random nonce signed by the server, so a cookie planted from elsewhere (a sibling
+/// domain) is not accepted.
+pub fn form_token(app: &App) -> String {
+    let nonce = hex(&random_bytes::<16>());
+    let tag = hex(&sign(&app.key.derive_key(FORM_KEY), nonce.as_bytes()));
+    format!("{nonce}.{tag}")
+}
+
+/// Whether a sign-in form's token is genuine and the pre-session cookie's.
+pub fn form_token_matches(app: &App, cookie: &str, presented: &str) -> bool {
+    let Some((nonce, tag)) = cookie.split_once('.') else {
+        return false;
+    };
+    let expected = hex(&sign(&app.key.derive_key(FORM_KEY), nonce.as_bytes()));
+    bool::from(expected.as_bytes().ct_eq(tag.as_bytes()))
+        && bool::from(cookie.as_bytes().ct_eq(presented.as_bytes()))
 }
 
 /// A new sign-in link.
@@ -200,6 +239,7 @@ pub struct SignInLink {
 /// [`MAX_LINK_LIFETIME`]).
 pub fn create_link(
     app: &App,
+    caller: &Caller,
     shop: &Shop,
     lifetime: Option<Duration>,
 ) -> Result<SignInLink, AppError> {
@@ -214,8 +254,13 @@ pub fn create_link(
         ));
     }
     let expires_at = Timestamp::now().saturating_add(lifetime);
+    let by = match caller {
+        Caller::Shop { token, .. } => Some(*token),
+        _ => None,
+    };
     let claim = LinkClaim {
         shop: shop.id.clone(),
+        by,
         expires: expires_at.0,
         nonce: hex(&random_bytes::<16>()),
     };
@@ -265,7 +310,7 @@ pub async fn with_link(app: &App, code: &str) -> Result<Session, AppError> {
         return Err(link_refused());
     }
     // The shop must still exist.
-    Caller::Platform.shop(app, &claim.shop).await?;
+    let since = Caller::Platform.shop(app, &claim.shop).await?.created_at.0;
     {
         let mut used = app.used_links.0.lock().expect("the used-link set");
         used.retain(|_, expires| now.0 < *expires);
@@ -277,7 +322,8 @@ pub async fn with_link(app: &App, code: &str) -> Result<Session, AppError> {
     Ok(Session::new(
         Who::Shop {
             shop: claim.shop,
-            token: None,
+            token: claim.by,
+            since,
         },
         now,
     ))
@@ -294,6 +340,7 @@ mod tests {
             Who::Shop {
                 shop: "green".into(),
                 token: None,
+                since: 1,
             },
             Timestamp(1_000),
         );
@@ -306,6 +353,7 @@ mod tests {
         other.who = Who::Shop {
             shop: "blue".into(),
             token: None,
+            since: 1,
         };
         let forged = format!("{}.{tag}", B64.encode(serde_json::to_vec(&other).unwrap()));
         assert_eq!(unseal::<Session>(&key, &forged), None);

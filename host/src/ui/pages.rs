@@ -24,8 +24,6 @@ use super::{
 use crate::app::deliveries::{self, ListQuery, parse_id};
 use crate::app::integrations::{self, IntegrationIn, IntegrationPatch};
 use crate::app::{App, AppError, plugins, shops, sign_in};
-use crate::crypto::seal::random_bytes;
-use crate::crypto::signing::hex;
 use crate::model::{DeliveryStatus, Integration, IntegrationHealth, Shop};
 use crate::runtime::{PluginInfo, SettingKind, SettingSpec};
 
@@ -204,8 +202,8 @@ async fn home(signed: Result<Signed, Response>) -> Response {
 }
 
 /// A sign-in page: the form's CSRF token is tied to a pre-session cookie set with it.
-fn sign_in_form(template: &str, status: StatusCode, ctx: Ctx) -> Response {
-    let token = hex(&random_bytes::<16>());
+fn sign_in_form(app: &App, template: &str, status: StatusCode, ctx: Ctx) -> Response {
+    let token = sign_in::form_token(app);
     let mut response = render(status, template, context! { csrf => token.clone(), ..ctx });
     let cookie =
         format!("{SIGN_IN_COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=3600");
@@ -216,19 +214,15 @@ fn sign_in_form(template: &str, status: StatusCode, ctx: Ctx) -> Response {
     response
 }
 
-async fn sign_in_page() -> Response {
-    sign_in_form("sign_in.html", StatusCode::OK, context! {})
+async fn sign_in_page(State(app): State<App>) -> Response {
+    sign_in_form(&app, "sign_in.html", StatusCode::OK, context! {})
 }
 
-/// Refuses a sign-in form whose token is not the pre-session cookie's.
-fn check_sign_in_csrf(headers: &HeaderMap, form: &FormData) -> Result<(), UiError> {
+/// Refuses a sign-in form whose token is not the pre-session cookie's (and genuine).
+fn check_sign_in_csrf(app: &App, headers: &HeaderMap, form: &FormData) -> Result<(), UiError> {
     match (cookie(headers, SIGN_IN_COOKIE), form.get(CSRF_FIELD)) {
         (Some(expected), Some(presented))
-            if !expected.is_empty()
-                && bool::from(subtle::ConstantTimeEq::ct_eq(
-                    expected.as_bytes(),
-                    presented.as_bytes(),
-                )) =>
+            if sign_in::form_token_matches(app, &expected, presented) =>
         {
             Ok(())
         }
@@ -253,11 +247,12 @@ async fn sign_in_with_token(
     headers: HeaderMap,
     form: FormData,
 ) -> UiResult {
-    check_sign_in_csrf(&headers, &form)?;
+    check_sign_in_csrf(&app, &headers, &form)?;
     let token = form.get("token").unwrap_or_default();
     match sign_in::with_token(&app, token).await? {
         Some(session) => Ok(signed_in(&app, &session)),
         None => Ok(sign_in_form(
+            &app,
             "sign_in.html",
             StatusCode::UNAUTHORIZED,
             context! { error => "That token does not open the admin: use the platform admin token or a shop admin token (an ingest token, a revoked or a mistyped one does not)." },
@@ -268,6 +263,7 @@ async fn sign_in_with_token(
 async fn link_page(State(app): State<App>, Path(code): Path<String>) -> UiResult {
     let shop = sign_in::link_shop(&app, &code)?;
     Ok(sign_in_form(
+        &app,
         "sign_in_link.html",
         StatusCode::OK,
         context! { shop, code },
@@ -280,7 +276,7 @@ async fn sign_in_with_link(
     headers: HeaderMap,
     form: FormData,
 ) -> UiResult {
-    check_sign_in_csrf(&headers, &form)?;
+    check_sign_in_csrf(&app, &headers, &form)?;
     let session = sign_in::with_link(&app, &code).await?;
     Ok(signed_in(&app, &session))
 }
@@ -1557,7 +1553,9 @@ async fn upload_plugin(
 ) -> UiResult {
     signed.caller.platform_only("upload plugins")?;
     let limit = app.runtime.limits().component_bytes;
-    let (mut csrf, mut expected, mut component) = (None, None, None);
+    // The form's token comes first (the page puts it there), and nothing is read before it
+    // is checked; unknown fields are skipped unread.
+    let (mut checked, mut expected, mut component) = (false, None, None);
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -1570,15 +1568,24 @@ async fn upload_plugin(
             }
         };
         let name = field.name().unwrap_or_default().to_owned();
-        let bytes = read_field(field, limit).await?;
-        match name.as_str() {
-            CSRF_FIELD => csrf = Some(String::from_utf8_lossy(&bytes).into_owned()),
-            "plugin" => expected = Some(String::from_utf8_lossy(&bytes).trim().to_owned()),
-            "component" => component = Some(bytes),
-            _ => {}
+        match (checked, name.as_str()) {
+            (false, CSRF_FIELD) => {
+                let token = read_field(field, 256).await?;
+                signed.check_csrf(Some(&String::from_utf8_lossy(&token)))?;
+                checked = true;
+            }
+            (false, _) => return Err(csrf_refused()),
+            (true, "plugin") => {
+                let id = read_field(field, 256).await?;
+                expected = Some(String::from_utf8_lossy(&id).trim().to_owned());
+            }
+            (true, "component") => component = Some(read_field(field, limit).await?),
+            (true, _) => {}
         }
     }
-    signed.check_csrf(csrf.as_deref())?;
+    if !checked {
+        return Err(csrf_refused());
+    }
     let component = component.filter(|c| !c.is_empty());
     let Some(component) = component else {
         return plugin_page(
@@ -1612,6 +1619,7 @@ async fn read_field(
     mut field: axum::extract::multipart::Field<'_>,
     limit: usize,
 ) -> Result<Bytes, UiError> {
+    let name = field.name().unwrap_or("field").to_owned();
     let mut bytes = Vec::new();
     loop {
         match field.chunk().await {
@@ -1619,8 +1627,8 @@ async fn read_field(
                 if bytes.len() + chunk.len() > limit {
                     return Err(UiError(AppError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        "plugin_too_large",
-                        format!("the component is over the limit of {limit} bytes"),
+                        "too_large",
+                        format!("the upload's `{name}` is over the limit of {limit} bytes"),
                     )));
                 }
                 bytes.extend_from_slice(&chunk);

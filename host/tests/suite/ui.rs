@@ -607,14 +607,15 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         })
 }
 
-/// Signs in through the token form (without a browser); the session cookie, if any.
-async fn sign_in_with(canopy: &Canopy, token: &str) -> (StatusCode, Option<String>) {
+/// Signs in through a sign-in page (`/ui/sign-in` with `token`, or a sign-in link's page)
+/// without a browser; the session cookie, if any.
+async fn sign_in_at(canopy: &Canopy, path: &str, token: &str) -> (StatusCode, Option<String>) {
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let page = client
-        .get(format!("{}/ui/sign-in", canopy.url))
+        .get(format!("{}{path}", canopy.url))
         .send()
         .await
         .unwrap();
@@ -624,8 +625,17 @@ async fn sign_in_with(canopy: &Canopy, token: &str) -> (StatusCode, Option<Strin
         html.contains(&format!("value=\"{pre}\"")),
         "the form carries it"
     );
+    // A planted pre-session cookie (not signed by the server) is refused.
+    let planted = client
+        .post(format!("{}{path}", canopy.url))
+        .header("cookie", "canopy_sign_in=0123.abcd")
+        .form(&[("_csrf", "0123.abcd"), ("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planted.status(), StatusCode::FORBIDDEN);
     let answer = client
-        .post(format!("{}/ui/sign-in", canopy.url))
+        .post(format!("{}{path}", canopy.url))
         .header("cookie", format!("canopy_sign_in={pre}"))
         .form(&[("_csrf", pre.as_str()), ("token", token)])
         .send()
@@ -662,11 +672,11 @@ async fn sessions_end_with_their_token_and_links_are_bounded_and_scoped() {
 
     // Ingest tokens and wrong tokens sign in nobody; a shop admin token does.
     for wrong in [super::harness::INGEST_TOKEN, "cnpa_not-a-token"] {
-        let (status, session) = sign_in_with(&canopy, wrong).await;
+        let (status, session) = sign_in_at(&canopy, "/ui/sign-in", wrong).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(session, None);
     }
-    let (status, session) = sign_in_with(&canopy, &secret).await;
+    let (status, session) = sign_in_at(&canopy, "/ui/sign-in", &secret).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let session = session.expect("a session cookie");
     let page = |path: &'static str| {
@@ -761,7 +771,40 @@ async fn sessions_end_with_their_token_and_links_are_bounded_and_scoped() {
         .call(Method::POST, "/v1/shops/-/sign-in-links", blue_token, None)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{link}");
-    assert!(link["path"].as_str().unwrap().starts_with("/ui/sign-in/"));
+    let path = link["path"].as_str().unwrap();
+    assert!(path.starts_with("/ui/sign-in/"));
+    // The link's session lasts only as long as the token that asked for it.
+    let (status, session) = sign_in_at(&canopy, path, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let session = session.expect("a session cookie");
+    let blue_page = || async {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/ui/shops/blue.example/integrations", canopy.url))
+            .header(
+                "cookie",
+                format!("{}={session}", canopy::ui::SESSION_COOKIE),
+            )
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(blue_page().await, StatusCode::OK);
+    let (_, tokens) = canopy
+        .admin(Method::GET, "/v1/shops/blue.example/tokens", None)
+        .await;
+    let blue_id = tokens["tokens"][0]["id"].as_str().unwrap();
+    canopy
+        .admin(
+            Method::DELETE,
+            &format!("/v1/shops/blue.example/tokens/{blue_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(blue_page().await, StatusCode::SEE_OTHER);
     // A tampered link is refused.
     let tampered = reqwest::get(format!("{}{}x", canopy.url, link["path"].as_str().unwrap()))
         .await
