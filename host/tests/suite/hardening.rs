@@ -18,22 +18,9 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::{
-    ADMIN_TOKEN, Canopy, INGEST_TOKEN, MASTER_KEY, PATIENCE, fresh, received, sample, seen_ids,
-    start_with,
+    ADMIN_TOKEN, Canopy, INGEST_TOKEN, MASTER_KEY, PATIENCE, accepting, fresh, received, sample,
+    seen_ids, start_with, webhook,
 };
-
-async fn accepting() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
-}
-
-fn webhook(url: String) -> Value {
-    json!({"name": "Hook", "plugin": "webhook", "events": ["*"], "settings": {"url": url}})
-}
 
 async fn integration_state(canopy: &Canopy, id: &str) -> Value {
     let (status, state) = canopy

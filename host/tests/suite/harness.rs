@@ -256,6 +256,21 @@ impl Canopy {
     }
 }
 
+/// A receiver that accepts every POST with 200.
+pub async fn accepting() -> MockServer {
+    let server = MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A webhook integration for every event type, sending to `url`.
+pub fn webhook(url: String) -> Value {
+    json!({"name": "Hook", "plugin": "webhook", "events": ["*"], "settings": {"url": url}})
+}
+
 // ---- the real binary ---------------------------------------------------------------------
 
 /// The real `canopy` binary, serving on a loopback port.

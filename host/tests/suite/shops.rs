@@ -14,20 +14,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::harness::{Canopy, PATIENCE, fresh, received};
-
-async fn accepting() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
-}
-
-fn webhook(url: String) -> Value {
-    json!({"name": "Hook", "plugin": "webhook", "events": ["*"], "settings": {"url": url}})
-}
+use crate::harness::{Canopy, PATIENCE, accepting, fresh, received, webhook};
 
 impl Canopy {
     /// Creates a shop as the platform admin.

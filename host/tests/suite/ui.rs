@@ -607,6 +607,23 @@ fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         })
 }
 
+/// The status of a UI page fetched with a session cookie (redirects not followed).
+async fn page_status(canopy: &Canopy, session: &str, path: &str) -> StatusCode {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}{path}", canopy.url))
+        .header(
+            "cookie",
+            format!("{}={session}", canopy::ui::SESSION_COOKIE),
+        )
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// Signs in through a sign-in page (`/ui/sign-in` with `token`, or a sign-in link's page)
 /// without a browser; the session cookie, if any.
 async fn sign_in_at(canopy: &Canopy, path: &str, token: &str) -> (StatusCode, Option<String>) {
@@ -679,25 +696,7 @@ async fn sessions_end_with_their_token_and_links_are_bounded_and_scoped() {
     let (status, session) = sign_in_at(&canopy, "/ui/sign-in", &secret).await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let session = session.expect("a session cookie");
-    let page = |path: &'static str| {
-        let session = session.clone();
-        let url = format!("{}{path}", canopy.url);
-        async move {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap()
-                .get(url)
-                .header(
-                    "cookie",
-                    format!("{}={session}", canopy::ui::SESSION_COOKIE),
-                )
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
+    let page = |path: &'static str| page_status(&canopy, &session, path);
     assert_eq!(
         page("/ui/shops/green.example/integrations").await,
         StatusCode::OK
@@ -708,22 +707,11 @@ async fn sessions_end_with_their_token_and_links_are_bounded_and_scoped() {
     );
     assert_eq!(page("/ui/plugins").await, StatusCode::FORBIDDEN);
     // A forged cookie is no session.
-    let forged = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .get(format!(
-            "{}/ui/shops/green.example/integrations",
-            canopy.url
-        ))
-        .header(
-            "cookie",
-            format!("{}={}x", canopy::ui::SESSION_COOKIE, session),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), StatusCode::SEE_OTHER);
+    let forged = format!("{session}x");
+    assert_eq!(
+        page_status(&canopy, &forged, "/ui/shops/green.example/integrations").await,
+        StatusCode::SEE_OTHER
+    );
 
     // Revoking the token ends the session at once.
     let (status, _) = canopy
@@ -777,21 +765,7 @@ async fn sessions_end_with_their_token_and_links_are_bounded_and_scoped() {
     let (status, session) = sign_in_at(&canopy, path, "").await;
     assert_eq!(status, StatusCode::SEE_OTHER);
     let session = session.expect("a session cookie");
-    let blue_page = || async {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap()
-            .get(format!("{}/ui/shops/blue.example/integrations", canopy.url))
-            .header(
-                "cookie",
-                format!("{}={session}", canopy::ui::SESSION_COOKIE),
-            )
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
+    let blue_page = || page_status(&canopy, &session, "/ui/shops/blue.example/integrations");
     assert_eq!(blue_page().await, StatusCode::OK);
     let (_, tokens) = canopy
         .admin(Method::GET, "/v1/shops/blue.example/tokens", None)

@@ -143,6 +143,18 @@ pub fn queue_key(d: &Delivery) -> Option<Vec<u8>> {
         .map(|at| queue_entry(d.integration_id, at, d.id))
 }
 
+/// What the customer filter finds a delivery by: its email and name, trimmed, lower case.
+pub fn customer_terms(d: &Delivery) -> Vec<String> {
+    let mut terms: Vec<String> = [&d.customer_email, &d.customer_name]
+        .into_iter()
+        .flatten()
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    terms.dedup();
+    terms
+}
+
 /// Every key that exists because of this delivery, besides its own, with its value.
 pub fn derived_keys(d: &Delivery) -> Vec<(Vec<u8>, Vec<u8>)> {
     let id = d.id.as_bytes();
@@ -156,14 +168,7 @@ pub fn derived_keys(d: &Delivery) -> Vec<(Vec<u8>, Vec<u8>)> {
         (concat(&[&event_prefix(&d.shop, &d.event), id]), none()),
         (concat(&[&status_prefix(&d.shop, d.status), id]), none()),
     ];
-    let mut terms: Vec<String> = [&d.customer_email, &d.customer_name]
-        .into_iter()
-        .flatten()
-        .map(|t| t.trim().to_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    terms.dedup();
-    for term in terms {
+    for term in customer_terms(d) {
         keys.push((concat(&[&customer_prefix(&d.shop, &term), id]), none()));
     }
     if let Some(queued) = queue_key(d) {

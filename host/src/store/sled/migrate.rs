@@ -24,14 +24,7 @@ fn format_1_keys(d: &Delivery) -> Vec<Vec<u8>> {
         concat(&[&[BY_EVENT], d.event.as_bytes(), &[0], id]),
         concat(&[&[BY_STATUS], &[d.status.code()], id]),
     ];
-    let mut terms: Vec<String> = [&d.customer_email, &d.customer_name]
-        .into_iter()
-        .flatten()
-        .map(|t| t.trim().to_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    terms.dedup();
-    for term in terms {
+    for term in customer_terms(d) {
         keys.push(concat(&[&[BY_CUSTOMER], term.as_bytes(), &[0], id]));
     }
     let queued = matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Retrying);
