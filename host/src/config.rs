@@ -24,6 +24,13 @@ pub struct Config {
     #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
     pub data_dir: PathBuf,
 
+    /// The store: unset for the embedded store in the data directory, or a PostgreSQL URL
+    /// (`postgres://user:password@host/db`) for several nodes on one database (README,
+    /// "Cluster mode"). With PostgreSQL, the admin and ingest tokens must be set (every node
+    /// needs the same ones).
+    #[arg(long, env = "CANOPY_STORE", hide_env_values = true, value_parser = secret)]
+    pub store: Option<SecretValue>,
+
     /// Token of the admin API. When unset, one is generated on first start, kept in the data
     /// directory (owner-only) and printed once.
     #[arg(long, env = "CANOPY_ADMIN_TOKEN", hide_env_values = true, value_parser = secret)]
@@ -118,6 +125,13 @@ pub struct DeliverySettings {
     /// How long shutdown waits for attempts in flight before queueing them again.
     #[arg(long, env = "CANOPY_SHUTDOWN_GRACE", default_value = "15s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// How long a claim holds a delivery before another worker — on any node — may take it
+    /// (default: the request timeout × the requests an event may make, plus a minute: longer
+    /// than any attempt). A shorter lease brings work a dead node held back sooner; an attempt
+    /// that outlives its lease records nothing, and its delivery is sent again.
+    #[arg(long, env = "CANOPY_LEASE", value_parser = humantime::parse_duration)]
+    pub lease: Option<Duration>,
 }
 
 pub(crate) fn secret(text: &str) -> Result<SecretValue, Infallible> {
@@ -145,6 +159,7 @@ impl Default for DeliverySettings {
             workers: 32,
             max_ingest_body_kib: 4096,
             shutdown_grace: Duration::from_secs(15),
+            lease: None,
         }
     }
 }
@@ -231,6 +246,7 @@ impl Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.to_owned(),
+            store: None,
             admin_token: Some(SecretValue::new(admin_token)),
             ingest_token: Some(SecretValue::new(ingest_token)),
             master_key: Some(SecretValue::new(master_key)),

@@ -541,6 +541,28 @@ pub type TokenChange = Box<dyn FnOnce(&mut ShopToken) + Send + 'static>;
 pub type IntegrationChange =
     Box<dyn FnOnce(&mut Integration) -> Result<(), String> + Send + 'static>;
 
+/// The rate-limit rule every backend applies at the claim: GCRA (the generic cell rate
+/// algorithm), whose whole state is one time per integration — its *theoretical arrival
+/// time*, in microseconds since the epoch. A window's allowance may go out as a burst, then
+/// requests are spaced one emission interval apart. With the state kept by the store (in
+/// memory for the single-process embedded store, in the database for PostgreSQL), a limit
+/// holds across every node. Returns the new state when a request may start at `now`, or when
+/// the next one may.
+pub fn pace(tat: Option<u64>, limit: RateLimit, now: Timestamp) -> Result<u64, Timestamp> {
+    if limit.requests == 0 {
+        return Ok(tat.unwrap_or(0));
+    }
+    let interval = u64::from(limit.per_seconds.max(1)) * 1_000_000 / u64::from(limit.requests);
+    let tolerance = interval * u64::from(limit.requests - 1);
+    let now_us = now.0 * 1_000;
+    let arrival = tat.unwrap_or(0).max(now_us);
+    if arrival - now_us > tolerance {
+        let allowed_us = arrival - tolerance;
+        return Err(Timestamp(allowed_us.div_ceil(1_000)));
+    }
+    Ok(arrival + interval.max(1))
+}
+
 // ---- deliveries ---------------------------------------------------------------------------
 
 /// One event on its way to one integration.
@@ -572,6 +594,19 @@ pub struct Delivery {
     /// Held by a worker until then (an attempt is in flight).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<Timestamp>,
+    /// The token of the claim that holds it (see [`Lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<Uuid>,
+}
+
+/// A claim's fence: the delivery and the token its claim was given. Recording an attempt,
+/// releasing or pausing a delivery takes the lease and succeeds only while it is the
+/// delivery's current one; a worker whose lease expired and was claimed again by another
+/// gets `StoreError::LeaseLost` and records nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub delivery: Uuid,
+    pub token: Uuid,
 }
 
 impl Delivery {
@@ -598,7 +633,69 @@ impl Delivery {
             next_attempt_at: (!paused).then_some(now),
             last_error: paused.then(|| "the integration is disabled".to_owned()),
             lease_until: None,
+            lease_token: None,
         }
+    }
+
+    /// Leases it to a worker until `until` under a new token: the rule of every claim. Its
+    /// queue position moves to the lease's end, so a worker that dies leaves it due again.
+    pub fn claim(&mut self, until: Timestamp) -> Lease {
+        let token = new_id();
+        self.lease_until = Some(until);
+        self.lease_token = Some(token);
+        Lease {
+            delivery: self.id,
+            token,
+        }
+    }
+
+    /// The lease it is held under, if a worker holds it.
+    pub fn lease(&self) -> Option<Lease> {
+        self.lease_token.map(|token| Lease {
+            delivery: self.id,
+            token,
+        })
+    }
+
+    /// Whether `lease` is its current one (the fence every backend checks before recording
+    /// an attempt, releasing or pausing). A lease that expired still holds until another
+    /// claim takes the delivery.
+    pub fn holds(&self, lease: &Lease) -> bool {
+        self.id == lease.delivery
+            && self.lease_token == Some(lease.token)
+            && matches!(
+                self.status,
+                DeliveryStatus::Pending | DeliveryStatus::Retrying
+            )
+    }
+
+    /// Gives the lease up: due at `due` (a shutdown that stopped the attempt, or a lease
+    /// released because nobody else can hold it).
+    pub fn release(&mut self, due: Timestamp) {
+        self.lease_until = None;
+        self.lease_token = None;
+        self.next_attempt_at = Some(due);
+    }
+
+    /// Holds it as paused, with the reason (its integration is disabled).
+    pub fn pause(&mut self, reason: &str, now: Timestamp) {
+        self.status = DeliveryStatus::Paused;
+        self.lease_until = None;
+        self.lease_token = None;
+        self.next_attempt_at = None;
+        self.last_error = Some(reason.to_owned());
+        self.updated_at = now;
+    }
+
+    /// Applies an attempt's outcome (already adjusted by [`Outcome::held_while_disabled`]).
+    pub fn record(&mut self, attempt: &Attempt, outcome: Outcome, now: Timestamp) {
+        self.attempts = attempt.number;
+        self.status = outcome.status;
+        self.next_attempt_at = outcome.next_attempt_at;
+        self.lease_until = None;
+        self.lease_token = None;
+        self.last_error = outcome.error;
+        self.updated_at = now;
     }
 
     /// Where it sits in its integration's queue, if it is queued: at its lease's end while a
@@ -623,6 +720,7 @@ impl Delivery {
         self.status = DeliveryStatus::Failed;
         self.next_attempt_at = None;
         self.lease_until = None;
+        self.lease_token = None;
         self.last_error = Some(reason.to_owned());
         self.updated_at = now;
     }

@@ -34,7 +34,7 @@ use crate::app::{App, AppError};
 use crate::config::Config;
 use crate::delivery::scheduler::{Scheduler, SchedulerSettings};
 use crate::metrics;
-use crate::store::{Store, Timestamp};
+use crate::store::Store;
 
 /// A claim holds a delivery for this long: far longer than an attempt can take (plugin
 /// calls of at most a few seconds, and up to 16 requests of at most the request timeout).
@@ -253,7 +253,7 @@ async fn healthz(State(state): State<App>) -> axum::response::Response {
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String))
 )]
 async fn metrics(State(state): State<App>) -> Result<impl IntoResponse, AppError> {
-    let depth = state.store.queue_depth(Timestamp::now()).await?;
+    let depth = state.store.queue_depth(state.clock.now()).await?;
     Ok((
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         state.metrics.render(depth),
@@ -286,10 +286,12 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
 
     let requests = state.runtime.limits().requests_per_event as u32;
-    let lease = config.delivery.request_timeout * requests + LEASE_MARGIN;
+    let lease = config
+        .delivery
+        .lease
+        .unwrap_or(config.delivery.request_timeout * requests + LEASE_MARGIN);
     let scheduler = Scheduler::new(
         state.worker.clone(),
-        state.wake.clone(),
         SchedulerSettings {
             workers: config.delivery.workers,
             lease,
@@ -297,16 +299,17 @@ pub async fn run(
         },
     );
     let scheduling = tokio::spawn(scheduler.run(stopped.clone()));
-    let purging = tokio::spawn(purge_periodically(
-        state.store.clone(),
-        config.clone(),
-        stopped.clone(),
-    ));
+    let purging = tokio::spawn(purge_periodically(state.clone(), stopped.clone()));
+    let following = tokio::spawn(follow_plugins(state.clone(), stopped.clone()));
 
     let (broken, store_broken) = tokio::sync::oneshot::channel();
     let watching = tokio::spawn(watch_store(state.store.clone(), broken, stopped));
 
-    tracing::info!(addr = %listener.local_addr()?, data = %config.data_dir.display(), "canopy listening");
+    let store = match &config.store {
+        Some(url) => crate::store::redacted(url.expose()),
+        None => config.data_dir.display().to_string(),
+    };
+    tracing::info!(addr = %listener.local_addr()?, %store, "canopy listening");
     let limits = crate::listen::ConnectionLimits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
@@ -328,6 +331,7 @@ pub async fn run(
     let _ = stop.send(true);
     let _ = scheduling.await;
     let _ = purging.await;
+    let _ = following.await;
     let _ = watching.await;
     if let Some(reason) = fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
         tracing::error!(%reason, "canopy stopped: the store cannot be used; restart it once the cause is fixed");
@@ -382,15 +386,35 @@ async fn watch_store(
     }
 }
 
-/// Purges finished work older than the retention, at start and then every interval.
-async fn purge_periodically(
-    store: Arc<dyn Store>,
-    config: Arc<Config>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Keeps this node's plugins in step with the store's active versions: when a version is
+/// uploaded, rolled back or deleted — here or on another node of a cluster — the registry
+/// loads it (see [`crate::app::sync_plugins`]).
+async fn follow_plugins(app: App, mut stop: watch::Receiver<bool>) {
+    let mut changes = app.store.signals().watch_plugins();
+    changes.mark_unchanged();
     loop {
-        let cutoff = Timestamp::now().saturating_sub(config.delivery.retention);
-        match store.purge(cutoff, Timestamp::now()).await {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let _serialised = app.plugin_changes.lock().await;
+        match crate::app::sync_plugins(&app.runtime, &app.plugins, app.store.as_ref()).await {
+            Ok(0) => {}
+            Ok(changed) => tracing::info!(changed, "plugins changed elsewhere are now in use here"),
+            Err(error) => {
+                tracing::error!(%error, "cannot follow plugin changes; the next change tries again")
+            }
+        }
+    }
+}
+
+/// Purges finished work older than the retention, at start and then every interval.
+async fn purge_periodically(app: App, mut stop: watch::Receiver<bool>) {
+    let (store, config, clock) = (app.store.clone(), app.config.clone(), app.clock.clone());
+    loop {
+        let now = clock.now();
+        let cutoff = now.saturating_sub(config.delivery.retention);
+        match store.purge(cutoff, now).await {
             Ok(purged) if purged.deliveries + purged.events + purged.tokens + purged.shops > 0 => {
                 tracing::info!(
                     deliveries = purged.deliveries,
@@ -404,7 +428,7 @@ async fn purge_periodically(
             Err(error) => tracing::error!(%error, "purge failed; it runs again next interval"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(config.delivery.purge_interval) => {}
+            _ = clock.sleep(config.delivery.purge_interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -125,7 +125,7 @@ pub async fn authenticate(app: &App, presented: &str) -> Result<Option<Caller>, 
     if same(app.tokens.ingest.expose()) {
         return Ok(Some(Caller::Ingest));
     }
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let Some(token) = app.store.token_by_hash(&token_hash(presented)).await? else {
         return Ok(None);
     };

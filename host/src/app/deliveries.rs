@@ -139,7 +139,7 @@ pub struct Requeued {
 
 /// Queues a failed or exhausted delivery again, due now (409 for any other status).
 pub async fn retry(app: &App, shop: &Shop, id: Uuid) -> Result<Requeued, AppError> {
-    if !app.store.requeue(&shop.id, id, Timestamp::now()).await? {
+    if !app.store.requeue(&shop.id, id, app.clock.now()).await? {
         // Only now is the delivery read, to say why.
         let detail = get(app, shop, id).await?;
         return Err(AppError::new(
@@ -151,7 +151,6 @@ pub async fn retry(app: &App, shop: &Shop, id: Uuid) -> Result<Requeued, AppErro
             ),
         ));
     }
-    app.wake.notify_one();
     Ok(Requeued {
         id,
         status: DeliveryStatus::Pending,
@@ -188,11 +187,8 @@ pub async fn retry_matching(
     }
     let requeued = app
         .store
-        .requeue_matching(&shop.id, &filter, Timestamp::now())
+        .requeue_matching(&shop.id, &filter, app.clock.now())
         .await?;
-    if requeued > 0 {
-        app.wake.notify_one();
-    }
     tracing::info!(shop = %shop.id, requeued, "deliveries queued again by filter");
     Ok(BulkRequeued { requeued })
 }

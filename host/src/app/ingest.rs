@@ -84,7 +84,7 @@ pub async fn ingest(
         }
     };
 
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let mut checked = Vec::with_capacity(items.len());
     // Each shop an event names, checked once per batch, with its integrations.
     let mut shops: HashMap<String, Vec<Integration>> = HashMap::new();
@@ -137,7 +137,6 @@ pub async fn ingest(
     let new = ingested.iter().filter(|i| !i.duplicate).count();
     if new > 0 {
         app.metrics.events_ingested(new as u64);
-        app.wake.notify_one();
     }
     let mut answers = Vec::with_capacity(ingested.len());
     for (i, (ingested, shop)) in ingested.into_iter().zip(shops_of).enumerate() {

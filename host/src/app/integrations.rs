@@ -148,7 +148,7 @@ impl From<Saved> for IntegrationOut {
 }
 
 pub async fn create(app: &App, shop: &Shop, input: IntegrationIn) -> Result<Saved, AppError> {
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let mut integration = Integration {
         id: new_id(),
         shop: shop.id.clone(),
@@ -235,7 +235,7 @@ pub async fn update(
         .update_integration(
             &shop.id,
             id,
-            Timestamp::now(),
+            app.clock.now(),
             Box::new(move |i: &mut Integration| {
                 if patch.name.is_some() {
                     i.name = wanted.name;
@@ -263,10 +263,6 @@ pub async fn update(
         )
         .await?
         .ok_or_else(|| AppError::not_found("integration"))?;
-    if !current.enabled && updated.enabled {
-        app.wake.notify_one();
-    }
-    app.worker.rates.forget(id);
     tracing::info!(shop = %shop.id, integration = %id, enabled = updated.enabled, "integration updated");
     Ok(Saved {
         integration: updated,
@@ -277,12 +273,11 @@ pub async fn update(
 pub async fn delete(app: &App, shop: &Shop, id: Uuid) -> Result<(), AppError> {
     if !app
         .store
-        .delete_integration(&shop.id, id, Timestamp::now())
+        .delete_integration(&shop.id, id, app.clock.now())
         .await?
     {
         return Err(AppError::not_found("integration"));
     }
-    app.worker.rates.forget(id);
     tracing::info!(shop = %shop.id, integration = %id, "integration deleted");
     Ok(())
 }
@@ -338,14 +333,14 @@ pub async fn test(
 /// How an integration is doing (SPEC.md §8: the per-shop view of health).
 pub async fn health(app: &App, shop: &Shop, id: Uuid) -> Result<IntegrationHealth, AppError> {
     app.store
-        .integration_health(&shop.id, id, Timestamp::now())
+        .integration_health(&shop.id, id, app.clock.now())
         .await?
         .ok_or_else(|| AppError::not_found("integration"))
 }
 
 /// Every integration's health, in the order they were created.
 pub async fn shop_health(app: &App, shop: &Shop) -> Result<Vec<IntegrationHealth>, AppError> {
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let mut healths = Vec::new();
     for integration in list(app, shop).await? {
         if let Some(health) = app

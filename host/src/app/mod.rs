@@ -24,18 +24,16 @@ pub mod sign_in;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 pub use self::error::AppError;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::seal::{MasterKey, random_bytes};
 use crate::crypto::secret::SecretValue;
-use crate::delivery::rate::RateLimits;
 use crate::delivery::sender::Sender;
 use crate::delivery::worker::{Policy, Worker};
 use crate::metrics::Metrics;
 use crate::runtime::{PluginRegistry, Runtime};
-use crate::store::{SledStore, Store, Timestamp};
+use crate::store::{PgStore, SledStore, Store};
 
 /// The store's subdirectory of the data directory.
 const STORE_DIR: &str = "store";
@@ -59,8 +57,8 @@ pub struct App {
     pub key: MasterKey,
     pub tokens: Tokens,
     pub metrics: Arc<Metrics>,
-    /// Tells the scheduler new work is queued.
-    pub wake: Arc<Notify>,
+    /// Where the application takes its time (the system's; a manual clock in tests).
+    pub clock: Clock,
     /// Serialises plugin uploads, rollbacks and deletions.
     pub plugin_changes: Arc<tokio::sync::Mutex<()>>,
     pub worker: Arc<Worker>,
@@ -95,6 +93,11 @@ pub enum ServeError {
 impl App {
     /// Opens everything the server needs; see the module docs.
     pub async fn open(config: Arc<Config>) -> Result<App, ServeError> {
+        App::open_with(config, Clock::system()).await
+    }
+
+    /// [`App::open`] on a given clock (tests move a manual one).
+    pub async fn open_with(config: Arc<Config>, clock: Clock) -> Result<App, ServeError> {
         let limits = config.plugin_limits.limits().map_err(ServeError::Config)?;
         let schedule = config.delivery.schedule().map_err(ServeError::Config)?;
         let key = master_key(
@@ -105,7 +108,7 @@ impl App {
 
         let data = &config.data_dir;
         create_private_dir(data).map_err(|e| ServeError::DataDir(data.clone(), e))?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&data.join(STORE_DIR))?);
+        let store = open_store(&config).await?;
         match store.meta(KEY_FINGERPRINT).await? {
             Some(stored) if stored != key.fingerprint() => return Err(ServeError::WrongMasterKey),
             Some(_) => {}
@@ -114,7 +117,7 @@ impl App {
 
         let runtime = Runtime::new(limits)?;
         let plugins = Arc::new(PluginRegistry::new());
-        install_plugins(&runtime, &plugins, store.as_ref()).await?;
+        install_plugins(&runtime, &plugins, store.as_ref(), &clock).await?;
         let tokens = Tokens {
             admin: token(&config.admin_token, data, "admin")?,
             ingest: token(&config.ingest_token, data, "ingest")?,
@@ -136,8 +139,8 @@ impl App {
                 schedule,
                 auto_disable_after: config.delivery.auto_disable_after,
             },
-            rates: RateLimits::default(),
             metrics: metrics.clone(),
+            clock: clock.clone(),
         });
         Ok(App {
             config,
@@ -147,7 +150,7 @@ impl App {
             key,
             tokens,
             metrics,
-            wake: Arc::new(Notify::new()),
+            clock,
             plugin_changes: Arc::default(),
             worker,
             used_links: Arc::default(),
@@ -163,6 +166,7 @@ async fn install_plugins(
     runtime: &Runtime,
     registry: &PluginRegistry,
     store: &dyn Store,
+    clock: &Clock,
 ) -> Result<(), ServeError> {
     let active: std::collections::HashMap<String, crate::store::PluginVersion> = store
         .active_plugin_versions()
@@ -170,7 +174,6 @@ async fn install_plugins(
         .into_iter()
         .map(|v| (v.plugin.clone(), v))
         .collect();
-    let mut loaded = std::collections::HashSet::new();
     for (id, bytes) in crate::runtime::bundled::components() {
         if store.plugin_removed(id).await? {
             continue;
@@ -183,22 +186,57 @@ async fn install_plugins(
         if install {
             let plugin = Arc::new(runtime.load(bytes)?);
             store
-                .add_plugin_version(id, &plugin.info().version, true, bytes, Timestamp::now())
+                .add_plugin_version(id, &plugin.info().version, true, bytes, clock.now())
                 .await?;
             tracing::info!(plugin = id, version = %plugin.info().version, "bundled plugin installed");
             registry.activate(plugin);
-            loaded.insert(id.to_owned());
         }
     }
-    for version in active.values().filter(|v| !loaded.contains(&v.plugin)) {
+    sync_plugins(runtime, registry, store).await?;
+    Ok(())
+}
+
+/// Makes the registry run the store's active version of every plugin: a version activated
+/// elsewhere (another node of a cluster) is compiled and swapped in, a deleted plugin is
+/// removed, an unchanged one is left as it is. Attempts in flight keep the version they
+/// started with. A version that does not load is logged and left out (its deliveries wait
+/// for one that loads). Returns how many plugins changed.
+pub async fn sync_plugins(
+    runtime: &Runtime,
+    registry: &PluginRegistry,
+    store: &dyn Store,
+) -> Result<usize, crate::store::StoreError> {
+    let active = store.active_plugin_versions().await?;
+    let mut changed = 0;
+    for running in registry.list() {
+        if !active.iter().any(|v| v.plugin == running.id()) {
+            registry.remove(running.id());
+            tracing::info!(plugin = %running.id(), "plugin removed");
+            changed += 1;
+        }
+    }
+    for version in &active {
+        if registry
+            .get(&version.plugin)
+            .is_some_and(|p| p.digest() == version.digest)
+        {
+            continue;
+        }
         let Some(bytes) = store.plugin_component(&version.digest).await? else {
             tracing::error!(plugin = %version.plugin, "the active version's component is missing from the store");
             continue;
         };
-        match runtime.load(&bytes) {
+        let loading = runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || loading.load(&bytes))
+            .await
+            .map_err(|e| {
+                crate::store::StoreError::Backend(format!("a plugin load was lost: {e}"))
+            })?;
+        match loaded {
             Ok(plugin) => {
                 tracing::info!(plugin = %version.plugin, version = %version.version, number = version.number, "plugin active");
                 registry.activate(Arc::new(plugin));
+                changed += 1;
             }
             Err(error) => tracing::error!(
                 plugin = %version.plugin, number = version.number, %error,
@@ -206,7 +244,36 @@ async fn install_plugins(
             ),
         }
     }
-    Ok(())
+    Ok(changed)
+}
+
+/// The configured store: PostgreSQL when `--store` is a PostgreSQL URL, else the embedded
+/// store in the data directory. A cluster's nodes must share their tokens, so with PostgreSQL
+/// they must be configured rather than generated per node.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
+    match &config.store {
+        None => Ok(Arc::new(SledStore::open(&config.data_dir.join(STORE_DIR))?)),
+        Some(url) if is_postgres(url.expose()) => {
+            if config.admin_token.is_none() || config.ingest_token.is_none() {
+                return Err(ServeError::Config(
+                    "with a PostgreSQL store every node needs the same tokens: set \
+                     CANOPY_ADMIN_TOKEN and CANOPY_INGEST_TOKEN"
+                        .into(),
+                ));
+            }
+            Ok(Arc::new(PgStore::connect(url.expose()).await?))
+        }
+        Some(_) => Err(ServeError::Config(
+            "--store / CANOPY_STORE must be a PostgreSQL URL (postgres://…); leave it unset \
+             for the embedded store in the data directory"
+                .into(),
+        )),
+    }
+}
+
+/// Whether a store URL names PostgreSQL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// A master key given as a value or as a file; `variable` names it in the error.

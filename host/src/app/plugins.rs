@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::access::Caller;
 use super::{App, AppError};
-use crate::model::{PluginVersion, Timestamp};
+use crate::model::PluginVersion;
 use crate::runtime::{Plugin, PluginInfo};
 
 /// A plugin as the API shows it: what it describes (with its settings schema, for a form),
@@ -141,7 +141,7 @@ pub async fn upload(
     }
     let stored = app
         .store
-        .add_plugin_version(id, &plugin.info().version, false, &bytes, Timestamp::now())
+        .add_plugin_version(id, &plugin.info().version, false, &bytes, app.clock.now())
         .await?;
     let plugin = Arc::new(plugin);
     app.plugins.activate(plugin.clone());

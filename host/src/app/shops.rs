@@ -87,7 +87,7 @@ fn check_name(name: &str) -> Result<String, AppError> {
 pub async fn create(app: &App, caller: &Caller, input: ShopIn) -> Result<Shop, AppError> {
     caller.platform_only("create shops")?;
     check_shop_id(&input.id).map_err(|m| AppError::unprocessable("invalid_shop_id", m))?;
-    let shop = Shop::new(&input.id, &check_name(&input.name)?, Timestamp::now());
+    let shop = Shop::new(&input.id, &check_name(&input.name)?, app.clock.now());
     if !app.store.create_shop(&shop).await? {
         let existing = app.store.shop(&input.id).await?;
         let message = match existing.and_then(|s| s.deleted_at) {
@@ -117,7 +117,7 @@ pub async fn list(
 pub async fn rename(app: &App, caller: &Caller, shop: &Shop, name: &str) -> Result<Shop, AppError> {
     caller.platform_only("rename shops")?;
     app.store
-        .rename_shop(&shop.id, &check_name(name)?, Timestamp::now())
+        .rename_shop(&shop.id, &check_name(name)?, app.clock.now())
         .await?
         .ok_or_else(|| AppError::not_found("shop"))
 }
@@ -138,7 +138,6 @@ pub async fn delete(
     cascade: bool,
 ) -> Result<Deleted, AppError> {
     caller.platform_only("delete shops")?;
-    let deleting = app.store.integrations(Some(&shop.id)).await?;
     if shop.id == DEFAULT_SHOP {
         return Err(AppError::conflict(
             "default_shop",
@@ -147,7 +146,7 @@ pub async fn delete(
     }
     match app
         .store
-        .delete_shop(&shop.id, cascade, Timestamp::now())
+        .delete_shop(&shop.id, cascade, app.clock.now())
         .await?
     {
         ShopDeletion::NotFound => Err(AppError::not_found("shop")),
@@ -163,9 +162,6 @@ pub async fn delete(
             integrations,
             ended,
         } => {
-            for integration in &deleting {
-                app.worker.rates.forget(integration.id);
-            }
             tracing::info!(shop = %shop.id, integrations, ended, "shop deleted");
             Ok(Deleted {
                 integrations,
@@ -189,7 +185,7 @@ pub async fn create_token(
     kind: TokenKind,
 ) -> Result<NewToken, AppError> {
     caller.platform_only("manage shop tokens")?;
-    let (secret, token) = new_token(&shop.id, kind, Timestamp::now());
+    let (secret, token) = new_token(&shop.id, kind, app.clock.now());
     app.store.create_token(&token).await?;
     tracing::info!(shop = %shop.id, token = %token.id, ?kind, "shop token created");
     Ok(NewToken {
@@ -231,7 +227,7 @@ pub async fn rotate_token(
             ),
         ));
     }
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let old = app
         .store
         .tokens(&shop.id)

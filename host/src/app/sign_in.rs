@@ -150,7 +150,7 @@ impl Session {
                     return Ok(None);
                 }
                 if let Some(id) = token {
-                    let now = Timestamp::now();
+                    let now = app.clock.now();
                     let valid =
                         app.store.tokens(shop).await?.iter().any(|t| {
                             t.id == *id && t.kind == TokenKind::Admin && t.is_valid_at(now)
@@ -172,7 +172,7 @@ impl Session {
 /// Signs in with a token: the platform admin token or a shop admin token. Any other token
 /// (an ingest token, a revoked one, a wrong one) signs in nobody.
 pub async fn with_token(app: &App, token: &str) -> Result<Option<Session>, AppError> {
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let who = match super::access::authenticate(app, token.trim()).await? {
         Some(Caller::Platform) => Who::Platform {
             admin: admin_fingerprint(app),
@@ -253,7 +253,7 @@ pub fn create_link(
             ),
         ));
     }
-    let expires_at = Timestamp::now().saturating_add(lifetime);
+    let expires_at = app.clock.now().saturating_add(lifetime);
     let by = match caller {
         Caller::Shop { token, .. } => Some(*token),
         _ => None,
@@ -296,7 +296,7 @@ fn link_refused() -> AppError {
 /// The shop a sign-in link opens, if it is genuine and unexpired (without using it up).
 pub fn link_shop(app: &App, code: &str) -> Result<String, AppError> {
     let claim: LinkClaim = unseal(&app.key.derive_key(LINK_KEY), code).ok_or_else(link_refused)?;
-    if Timestamp::now().0 >= claim.expires {
+    if app.clock.now().0 >= claim.expires {
         return Err(link_refused());
     }
     Ok(claim.shop)
@@ -304,7 +304,7 @@ pub fn link_shop(app: &App, code: &str) -> Result<String, AppError> {
 
 /// Uses a sign-in link: a session for its shop, once.
 pub async fn with_link(app: &App, code: &str) -> Result<Session, AppError> {
-    let now = Timestamp::now();
+    let now = app.clock.now();
     let claim: LinkClaim = unseal(&app.key.derive_key(LINK_KEY), code).ok_or_else(link_refused)?;
     if now.0 >= claim.expires {
         return Err(link_refused());

@@ -4,11 +4,15 @@
 //! `store::Store::claim_due`), so one destination's backlog or hang cannot take every
 //! worker. It wakes when ingest queues new work, when an attempt ends (making room under a
 //! cap), when the store says more work becomes claimable (a retry falls due, a rate limit
-//! admits again), or at least every [`IDLE_POLL`].
+//! admits again), or at least every [`IDLE_POLL`]. Wake-ups come from the store's
+//! [`Signals`](crate::store::Signals), so on PostgreSQL another node's ingest wakes this one.
+//! Time is the worker's [`Clock`](crate::clock::Clock).
 //!
-//! At start it releases the leases a previous process held (crash recovery). At shutdown it
-//! claims nothing more, lets in-flight attempts finish within the grace period, then stops the
-//! rest and puts them back in the queue: at-least-once, nothing lost.
+//! There is no start-up recovery step: a lease a dead process held expires, and its delivery
+//! is due again (several nodes may share one store; releasing "the previous process's" leases
+//! would take live work from them). At shutdown it claims nothing more, lets in-flight attempts
+//! finish within the grace period, then stops the rest and puts them back in the queue:
+//! at-least-once, nothing lost.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -16,11 +20,10 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
-use uuid::Uuid;
 
 use super::rate::Pacing;
 use super::worker::Worker;
-use crate::store::Timestamp;
+use crate::store::Lease;
 
 /// The longest the scheduler sleeps without looking at the queue.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
@@ -45,17 +48,15 @@ pub struct SchedulerSettings {
 
 pub struct Scheduler {
     worker: Arc<Worker>,
-    wake: Arc<Notify>,
     /// An attempt ended.
     ended: Arc<Notify>,
     settings: SchedulerSettings,
 }
 
 impl Scheduler {
-    pub fn new(worker: Arc<Worker>, wake: Arc<Notify>, settings: SchedulerSettings) -> Scheduler {
+    pub fn new(worker: Arc<Worker>, settings: SchedulerSettings) -> Scheduler {
         Scheduler {
             worker,
-            wake,
             ended: Arc::new(Notify::new()),
             settings,
         }
@@ -64,13 +65,9 @@ impl Scheduler {
     /// Runs until `shutdown` turns true (or its sender is dropped).
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let store = self.worker.store.clone();
-        match store.recover_leases(Timestamp::now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!("{n} deliveries held by a previous run are due again"),
-            Err(error) => tracing::error!(%error, "cannot release earlier leases"),
-        }
+        let clock = self.worker.clock.clone();
         let permits = Arc::new(Semaphore::new(self.settings.workers.max(1)));
-        let in_flight: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+        let in_flight: Arc<Mutex<HashSet<Lease>>> = Arc::default();
         let mut tasks = JoinSet::new();
         let stopping = || {
             let mut shutdown = shutdown.clone();
@@ -89,10 +86,9 @@ impl Scheduler {
                 }
                 continue;
             }
-            let now = Timestamp::now();
+            let now = clock.now();
             let lease_until = now.saturating_add(self.settings.lease);
             let pacing = Pacing {
-                rates: &self.worker.rates,
                 plugins: &self.worker.plugins,
             };
             let round = match store
@@ -103,7 +99,7 @@ impl Scheduler {
                 Err(error) => {
                     tracing::error!(%error, "cannot claim due deliveries");
                     tokio::select! {
-                        _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
+                        _ = clock.sleep(STORE_ERROR_BACKOFF) => {}
                         _ = stopping() => {}
                     }
                     continue;
@@ -115,14 +111,16 @@ impl Scheduler {
                     // Cannot happen (claimed ≤ free); the lease brings it back if it does.
                     break;
                 };
-                let id = delivery.id;
-                lock(&in_flight).insert(id);
+                let Some(lease) = delivery.lease() else {
+                    continue; // every claimed delivery carries its lease
+                };
+                lock(&in_flight).insert(lease);
                 let worker = self.worker.clone();
                 let in_flight = in_flight.clone();
                 let ended = self.ended.clone();
                 tasks.spawn(async move {
                     worker.deliver(delivery).await;
-                    lock(&in_flight).remove(&id);
+                    lock(&in_flight).remove(&lease);
                     drop(permit);
                     // Room under its integration's cap: there may be work to claim now.
                     ended.notify_one();
@@ -136,9 +134,9 @@ impl Scheduler {
                 continue;
             }
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = store.signals().work() => {}
                 _ = self.ended.notified() => {}
-                _ = tokio::time::sleep(wait.max(MIN_WAIT)) => {}
+                _ = clock.sleep(wait.max(MIN_WAIT)) => {}
                 _ = stopping() => {}
             }
         }
@@ -157,11 +155,14 @@ impl Scheduler {
         {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
-            let unfinished: Vec<Uuid> = lock(&in_flight).drain().collect();
-            let now = Timestamp::now();
-            for id in &unfinished {
-                if let Err(error) = store.release(*id, now).await {
-                    tracing::error!(delivery = %id, %error, "cannot release; its lease will expire");
+            let unfinished: Vec<Lease> = lock(&in_flight).drain().collect();
+            let now = clock.now();
+            for lease in &unfinished {
+                match store.release(*lease, now).await {
+                    Ok(()) | Err(crate::store::StoreError::LeaseLost(_)) => {}
+                    Err(error) => {
+                        tracing::error!(delivery = %lease.delivery, %error, "cannot release; its lease will expire")
+                    }
                 }
             }
             tracing::warn!(
@@ -176,6 +177,6 @@ impl Scheduler {
     }
 }
 
-fn lock(set: &Mutex<HashSet<Uuid>>) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+fn lock(set: &Mutex<HashSet<Lease>>) -> std::sync::MutexGuard<'_, HashSet<Lease>> {
     set.lock().unwrap_or_else(|p| p.into_inner())
 }

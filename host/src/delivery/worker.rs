@@ -16,10 +16,10 @@ use canopy_events::EventKind;
 use uuid::Uuid;
 
 use super::outcome::{AttemptResult, decide, default_verdict};
-use super::rate::RateLimits;
 use super::request::{self, prepare};
 use super::retry::RetrySchedule;
 use super::sender::{Response, Sender};
+use crate::clock::Clock;
 use crate::crypto::seal::{MasterKey, random_bytes};
 use crate::crypto::secret::SecretValue;
 use crate::metrics::Metrics;
@@ -52,8 +52,9 @@ pub struct Worker {
     pub sender: Sender,
     pub key: MasterKey,
     pub policy: Policy,
-    pub rates: RateLimits,
     pub metrics: Arc<Metrics>,
+    /// Where attempts take their time (a manual clock in tests).
+    pub clock: Clock,
 }
 
 /// What a Test send came to.
@@ -101,19 +102,27 @@ impl Tried {
 
 impl Worker {
     /// Runs one attempt of a leased delivery. A storage failure leaves the lease to expire,
-    /// so the delivery is tried again.
+    /// so the delivery is tried again; a lease lost to another worker records nothing.
     pub async fn deliver(&self, delivery: Delivery) {
         let (id, integration) = (delivery.id, delivery.integration_id);
-        if let Err(error) = self.try_deliver(delivery).await {
-            tracing::error!(
+        match self.try_deliver(delivery).await {
+            Ok(()) => {}
+            Err(StoreError::LeaseLost(_)) => tracing::warn!(
+                delivery = %id, integration = %integration,
+                "the lease was lost (it expired and another worker claimed the delivery, or the delivery ended); this attempt's outcome is not recorded"
+            ),
+            Err(error) => tracing::error!(
                 delivery = %id, integration = %integration, %error,
                 "delivery not processed; it will be tried again when its lease ends"
-            );
+            ),
         }
     }
 
     async fn try_deliver(&self, delivery: Delivery) -> Result<(), StoreError> {
-        let now = Timestamp::now();
+        let Some(lease) = delivery.lease() else {
+            return Err(StoreError::LeaseLost(delivery.id));
+        };
+        let now = self.clock.now();
         let Some(integration) = self
             .store
             .integration(&delivery.shop, delivery.integration_id)
@@ -130,7 +139,7 @@ impl Worker {
                 .disabled_reason
                 .as_deref()
                 .unwrap_or("the integration is disabled");
-            self.store.pause(delivery.id, now, reason).await?;
+            self.store.pause(lease, now, reason).await?;
             self.metrics.delivery(DeliveryStatus::Paused);
             tracing::info!(delivery = %delivery.id, integration = %integration.id, "delivery paused");
             return Ok(());
@@ -220,7 +229,7 @@ impl Worker {
     /// network path, answered directly; nothing is stored, no rate limit or schedule applies.
     pub async fn test(&self, integration: &Integration, event_json: String) -> TestOutcome {
         let id = crate::store::new_id().to_string();
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let started = Instant::now();
         let tried = match self.plugins.get(&integration.plugin) {
             Some(plugin) => {
@@ -448,7 +457,7 @@ impl Worker {
             tried.signal,
             number,
             &self.policy.schedule,
-            Timestamp::now(),
+            self.clock.now(),
             jitter_unit(),
         );
         let attempt = Attempt {
@@ -463,12 +472,13 @@ impl Worker {
         let error = outcome.error.clone();
         // The request went out: its outcome must not be lost to a store that cannot write
         // for a while (a full disk). The delivery stays leased meanwhile.
+        let lease = delivery.lease().ok_or(StoreError::LeaseLost(delivery.id))?;
         let recorded = keep_trying(|| {
             self.store.record_attempt(
-                delivery.id,
+                lease,
                 attempt.clone(),
                 outcome.clone(),
-                Timestamp::now(),
+                self.clock.now(),
                 self.policy.auto_disable_after,
             )
         })

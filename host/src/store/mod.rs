@@ -1,6 +1,7 @@
 //! What Canopy keeps — shops, events, integrations, deliveries and their attempts, plugin
 //! versions — behind the [`Store`] trait, with the embedded [`sled`](SledStore)
-//! implementation. The pipeline only sees the trait. The records are the types of
+//! implementation and the [`PgStore`] (PostgreSQL, several nodes on one database). The
+//! pipeline only sees the trait. The records are the types of
 //! [`crate::model`] (re-exported here).
 //!
 //! Guarantees every implementation gives:
@@ -14,17 +15,25 @@
 //! - Scheduling is a queue per integration, ordered by due time. [`Store::claim_due`] hands
 //!   due deliveries to workers under a lease, fairly: round-robin across shops, then across
 //!   a shop's integrations, never more attempts in flight for an integration than its cap,
-//!   and never past what its rate limit admits (see [`Admission`]). A claim moves the queue
-//!   entry to the lease's expiry, so a worker that dies leaves it due again;
-//!   [`Store::recover_leases`] releases every lease of a previous process at start-up
-//!   (sled's directory lock means no other process holds one).
+//!   and never past its rate limit ([`pace`], with the state kept by the store so a limit
+//!   holds across processes). A claim moves the queue entry to the lease's expiry, so a
+//!   worker that dies leaves it due again — there is no start-up step that releases leases.
+//! - Claims are fenced ([`Lease`]): recording an attempt, releasing or pausing a delivery
+//!   succeeds only with its current lease, else [`StoreError::LeaseLost`] and nothing is
+//!   written.
+//! - Writes that make work claimable (ingest, retries, resumed integrations, released
+//!   leases) wake the schedulers through [`Store::signals`]; so do plugin changes, for the
+//!   plugin registries. In one process that is a signal; across PostgreSQL nodes, a
+//!   notification.
 //! - Every status change keeps the filter indexes in step, so the delivery log is served
 //!   from indexes, newest first, without scanning everything.
 
+mod postgres;
 mod sled;
 
 use uuid::Uuid;
 
+pub use self::postgres::{PgStore, redacted};
 pub use self::sled::SledStore;
 pub use crate::model::*;
 
@@ -40,38 +49,73 @@ pub enum StoreError {
     /// The store cannot take writes now (a full disk, a database out of reach); it may later.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
+    /// The lease is no longer the delivery's (it expired and another worker claimed it, or
+    /// the delivery ended): nothing was written.
+    #[error("the lease on delivery {0} was lost; another worker holds it or it has ended")]
+    LeaseLost(Uuid),
 }
 
-/// How many attempts of an integration may start now, decided by the scheduler's side (the
-/// rate limit of the integration and its plugin); the store adds the in-flight cap.
+/// How a store wakes whoever waits on it: the scheduler when work becomes claimable, the
+/// plugin registry when plugin versions change. A backend raises them after its writes (and,
+/// for PostgreSQL, when another node's notification arrives).
+pub struct Signals {
+    work: tokio::sync::Notify,
+    plugins: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Signals {
+    fn default() -> Signals {
+        Signals {
+            work: tokio::sync::Notify::new(),
+            plugins: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Signals {
+    /// Work became claimable.
+    pub fn work_queued(&self) {
+        self.work.notify_one();
+    }
+
+    /// Resolves once work became claimable since the last call returned (one waiter: the
+    /// process's scheduler).
+    pub async fn work(&self) {
+        self.work.notified().await;
+    }
+
+    /// Plugin versions were added, activated or deleted.
+    pub fn plugins_changed(&self) {
+        self.plugins.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever plugin versions change.
+    pub fn watch_plugins(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.plugins.subscribe()
+    }
+}
+
+/// The rate limit an integration's attempts keep to, decided by the scheduler's side (the
+/// integration's and its plugin's); the store applies it with [`pace`] at the claim, beside
+/// the in-flight cap.
 pub trait Admission: Send + Sync {
-    /// Up to `wanted` attempts of `integration` asked for now: how many may start, or when
-    /// the next one may.
-    fn admit(&self, integration: &Integration, wanted: u32) -> Admitted;
+    fn rate_limit(&self, integration: &Integration) -> Option<crate::runtime::RateLimit>;
 }
 
-/// An [`Admission`]'s answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admitted {
-    /// This many may start now (at least one).
-    Now(u32),
-    /// None may start before this.
-    At(Timestamp),
-}
-
-/// Every integration may start as many attempts as it asks for (tests and tools).
+/// No rate limit for any integration (tests and tools).
 pub struct AdmitAll;
 
 impl Admission for AdmitAll {
-    fn admit(&self, _integration: &Integration, wanted: u32) -> Admitted {
-        Admitted::Now(wanted)
+    fn rate_limit(&self, _integration: &Integration) -> Option<crate::runtime::RateLimit> {
+        None
     }
 }
 
 /// What one claim found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClaimRound {
-    /// Leased to the caller, fairly interleaved across shops and integrations.
+    /// Leased to the caller, fairly interleaved across shops and integrations; each carries
+    /// its lease ([`Delivery::lease`]).
     pub claimed: Vec<Delivery>,
     /// When more work may become claimable (a retry falls due, a rate limit admits again);
     /// `None` when nothing is scheduled. Work held back by an in-flight cap becomes
@@ -168,18 +212,17 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Timestamp,
         admission: &dyn Admission,
     ) -> Result<ClaimRound, StoreError>;
-    /// Gives a leased delivery back, due at `due` (shutdown), without an attempt.
-    async fn release(&self, id: Uuid, due: Timestamp) -> Result<(), StoreError>;
-    /// Makes every lease due now; returns how many there were.
-    async fn recover_leases(&self, now: Timestamp) -> Result<usize, StoreError>;
+    /// Gives a leased delivery back, due at `due` (shutdown), without an attempt
+    /// ([`Delivery::release`]).
+    async fn release(&self, lease: Lease, due: Timestamp) -> Result<(), StoreError>;
     /// Holds a leased delivery as paused (its integration is disabled).
-    async fn pause(&self, id: Uuid, now: Timestamp, reason: &str) -> Result<(), StoreError>;
+    async fn pause(&self, lease: Lease, now: Timestamp, reason: &str) -> Result<(), StoreError>;
     /// Records an attempt of a leased delivery and applies its outcome, with the
     /// integration's auto-disable rule ([`Integration::observe`], threshold `0`: never),
     /// [`Outcome::held_while_disabled`] and its statistics, in one atomic write.
     async fn record_attempt(
         &self,
-        id: Uuid,
+        lease: Lease,
         attempt: Attempt,
         outcome: Outcome,
         now: Timestamp,
@@ -224,7 +267,8 @@ pub trait Store: Send + Sync + 'static {
     /// Removes finished deliveries created before `cutoff` (with their attempts), then events
     /// received before it that have no delivery left, statistics older than [`STATS_KEPT`],
     /// expired tokens, and deleted shops with nothing left. Never touches queued or paused
-    /// work.
+    /// work. A backend may keep the log to the day: PostgreSQL drops whole days, so what was
+    /// created on the cutoff's own day goes with the next purge after that day.
     async fn purge(&self, cutoff: Timestamp, now: Timestamp) -> Result<Purged, StoreError>;
     /// Makes every write so far durable.
     async fn flush(&self) -> Result<(), StoreError>;
@@ -232,7 +276,9 @@ pub trait Store: Send + Sync + 'static {
     // ---- plugins --------------------------------------------------------------------------
 
     /// Stores a new version of a plugin (numbered after the last) with its component, and
-    /// makes it the active one, in one atomic write.
+    /// makes it the active one, in one atomic write. When the active version already has this
+    /// component (two nodes installing the same bundled build), nothing changes and it is
+    /// returned.
     async fn add_plugin_version(
         &self,
         plugin: &str,
@@ -261,6 +307,11 @@ pub trait Store: Send + Sync + 'static {
         fingerprint_name: &str,
         fingerprint: &str,
     ) -> Result<(), StoreError>;
+
+    // ---- signals --------------------------------------------------------------------------
+
+    /// What wakes the scheduler and the plugin registry (see [`Signals`]).
+    fn signals(&self) -> &Signals;
 
     // ---- health ---------------------------------------------------------------------------
 

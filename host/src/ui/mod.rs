@@ -35,7 +35,6 @@ use minijinja::{Environment, Value, context};
 use crate::app::access::Caller;
 use crate::app::sign_in::Session;
 use crate::app::{App, AppError};
-use crate::model::Timestamp;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "canopy_session";
@@ -243,7 +242,7 @@ impl FromRequestParts<App> for Signed {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Signed, Response> {
         let Some(session) = cookie(&parts.headers, SESSION_COOKIE)
-            .and_then(|text| Session::open(app, &text, Timestamp::now()))
+            .and_then(|text| Session::open(app, &text, app.clock.now()))
         else {
             return Err(to_sign_in(parts));
         };

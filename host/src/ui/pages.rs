@@ -422,7 +422,7 @@ fn card(app: &App, integration: Integration, health: Option<IntegrationHealth>) 
             &[],
             Default::default(),
             Default::default(),
-            crate::model::Timestamp::now(),
+            app.clock.now(),
         )
     });
     let peak = health

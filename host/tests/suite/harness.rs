@@ -1,6 +1,6 @@
 //! A Canopy server for tests: `canopy::run` on a loopback port over a sled store in a temp
 //! directory, with the real bundled plugins, a compressed retry schedule, and a client that
-//! speaks its API.
+//! speaks its API; and throwaway PostgreSQL databases for the store's suite ([`pg`]).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -73,7 +73,9 @@ impl Canopy {
     }
 
     async fn wait_until_up(&self) {
-        let deadline = Instant::now() + PATIENCE;
+        // Starting compiles the bundled plugins: on 2 busy cores (the cluster test runs three
+        // servers at once) that can take longer than other waits.
+        let deadline = Instant::now() + 3 * PATIENCE;
         loop {
             if let Ok(r) = self
                 .client
@@ -279,6 +281,14 @@ pub struct Server {
     pub url: String,
 }
 
+/// A server a test did not stop itself is killed when the test ends.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Server {
     pub async fn call(
         &self,
@@ -374,4 +384,142 @@ pub async fn seen_ids(receiver: &MockServer) -> HashSet<String> {
                 .map(str::to_owned)
         })
         .collect()
+}
+
+// ---- PostgreSQL ----------------------------------------------------------------------------
+
+/// Throwaway databases for the store's PostgreSQL tests, on the server `CANOPY_TEST_POSTGRES`
+/// names (`scripts/test` starts one with `scripts/pg-cluster`). They are made with `psql`, so
+/// the tests need no PostgreSQL client of their own.
+pub mod pg {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::Once;
+
+    /// The URL of a server where its user may `CREATE DATABASE`, such as
+    /// `postgres://canopy@127.0.0.1:54321/postgres`.
+    pub const SERVER_VAR: &str = "CANOPY_TEST_POSTGRES";
+
+    /// The server to test against. `None` when `CANOPY_TEST_POSTGRES` is not set, after one
+    /// loud line on stderr; under CI (`CI` set) a missing server fails the test instead, so CI
+    /// cannot skip the PostgreSQL tests without anyone noticing.
+    pub fn server() -> Option<String> {
+        if let Some(url) = std::env::var(SERVER_VAR)
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+        {
+            return Some(url);
+        }
+        if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+            panic!("{SERVER_VAR} is not set, and CI does not skip the PostgreSQL store tests");
+        }
+        static SKIPPED: Once = Once::new();
+        SKIPPED.call_once(|| {
+            // Straight to the process's stderr: the test harness captures `eprintln!`.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: PostgreSQL store tests ({SERVER_VAR} is not set; scripts/test sets it)"
+            );
+        });
+        None
+    }
+
+    /// A database of one test's own. Dropped with it when the test passed; kept for a look
+    /// when it failed.
+    pub struct Database {
+        pub name: String,
+        pub url: String,
+        server: String,
+    }
+
+    impl Database {
+        /// Creates a new, empty, uniquely named database on `server`.
+        pub fn create(server: &str) -> Database {
+            let name = format!("canopy_test_{}", uuid::Uuid::now_v7().simple());
+            psql(server, &format!(r#"CREATE DATABASE "{name}""#));
+            let mut url = url::Url::parse(server)
+                .unwrap_or_else(|e| panic!("{SERVER_VAR} is not a URL ({e})"));
+            url.set_path(&format!("/{name}"));
+            Database {
+                name,
+                url: url.into(),
+                server: server.to_owned(),
+            }
+        }
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "kept the failed test's database: {}",
+                    self.url
+                );
+                return;
+            }
+            // Best effort; FORCE ends the sessions a store's pool may still hold.
+            let _ = run(
+                &self.server,
+                &format!(r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#, self.name),
+            );
+        }
+    }
+
+    /// Runs SQL on the database at `url`; its rows, unaligned, without headers. Panics when
+    /// psql fails.
+    pub fn psql(url: &str, sql: &str) -> String {
+        run(url, sql).unwrap_or_else(|e| panic!("psql `{sql}`: {e}"))
+    }
+
+    fn run(url: &str, sql: &str) -> Result<String, String> {
+        let output = Command::new(program())
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                url,
+                "-c",
+                sql,
+            ])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .map_err(|e| format!("psql does not run ({e}); scripts/setup --tests installs it"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// psql: on the PATH, else the newest in Debian's `/usr/lib/postgresql/<major>/bin`.
+    fn program() -> PathBuf {
+        let on_path = std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("psql"))
+                .find(|p| p.is_file())
+        });
+        let debian = || {
+            std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|dir| dir.join("bin/psql").is_file())
+                .max_by_key(|dir| major(dir))
+                .map(|dir| dir.join("bin/psql"))
+        };
+        on_path.or_else(debian).unwrap_or_else(|| "psql".into())
+    }
+
+    /// The major version a directory such as `/usr/lib/postgresql/15` is named after.
+    fn major(dir: &Path) -> u32 {
+        dir.file_name()
+            .and_then(|name| name.to_str()?.split('.').next()?.parse().ok())
+            .unwrap_or(0)
+    }
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod crash;
 mod destinations;
 mod faults;

@@ -29,7 +29,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use self::keys::*;
-use super::{Admission, Admitted, ClaimRound, Store, StoreError};
+use super::{Admission, ClaimRound, Signals, Store, StoreError};
 use crate::model::*;
 
 /// sled's page cache. Its default (1 GiB) is far more than a delivery queue needs; 16 MiB
@@ -72,6 +72,10 @@ pub struct SledStore {
     rotation: Mutex<Rotation>,
     /// When free space was last read, and what it was.
     checked: Mutex<(Option<std::time::Instant>, Option<u64>)>,
+    /// Each rate-limited integration's pace ([`pace`]): in memory, since one process owns
+    /// the directory; after a restart a limit starts from a full allowance.
+    paces: Mutex<HashMap<Uuid, u64>>,
+    signals: Signals,
 }
 
 #[derive(Default)]
@@ -150,17 +154,69 @@ impl SledStore {
             commit: GroupCommit::default(),
             rotation: Mutex::default(),
             checked: Mutex::default(),
+            paces: Mutex::default(),
+            signals: Signals::default(),
         };
         if let Some(migrated) = store.migrate()? {
             tracing::info!("{migrated}");
         }
         store.rebuild_heads()?;
+        // sled's directory lock means no other process holds a lease, and this one has just
+        // started: every lease is expired now, so held work is due at once instead of when
+        // its lease would have ended. (With several processes on one database, leases are
+        // never released like this; they expire.)
+        let expired = store.expire_leases(Timestamp::now())?;
+        if expired > 0 {
+            tracing::info!("{expired} deliveries held by a previous run are due again");
+        }
         let db = store.db()?;
         if db.get(key(SHOP, DEFAULT_SHOP.as_bytes()))?.is_none() {
             let shop = Shop::new(DEFAULT_SHOP, "Default shop", Timestamp::now());
             db.insert(key(SHOP, DEFAULT_SHOP.as_bytes()), encode(&shop))?;
         }
         Ok(store)
+    }
+
+    /// Ends every lease at `now` (keeping its token, so an attempt this process still runs
+    /// records its outcome unless the delivery is claimed again first). Only safe where no
+    /// other process can hold a lease: at open, and when the engine is reopened.
+    fn expire_leases(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let leased = self.ids_in(&[LEASE])?;
+        for chunk in leased.chunks(CHUNK) {
+            let _write = self.lock();
+            let db = self.db()?;
+            let mut w = Writes::default();
+            for id in chunk {
+                let Some(old) = self.delivery_record(*id)? else {
+                    continue;
+                };
+                let mut new = old.clone();
+                new.lease_until = Some(now);
+                self.put_delivery(&mut w, Some(&old), &new);
+            }
+            self.commit(&db, w)?;
+        }
+        Ok(leased.len())
+    }
+
+    /// Changes a leased delivery when `lease` is still its own: [`StoreError::LeaseLost`]
+    /// (nothing written) when it is not.
+    fn change_leased(
+        &self,
+        lease: Lease,
+        change: impl FnOnce(&mut Delivery),
+    ) -> Result<(), StoreError> {
+        let _write = self.writing()?;
+        let db = self.db()?;
+        let old = self
+            .delivery_record(lease.delivery)?
+            .filter(|d| d.holds(&lease))
+            .ok_or(StoreError::LeaseLost(lease.delivery))?;
+        let mut new = old.clone();
+        change(&mut new);
+        let mut w = Writes::default();
+        self.put_delivery(&mut w, Some(&old), &new);
+        self.commit(&db, w)
     }
 
     /// The engine (a cheap handle).
@@ -362,25 +418,6 @@ impl SledStore {
         }
         db.apply_batch(batch)?;
         Ok(())
-    }
-
-    /// Reads, changes and rewrites one delivery under the write lock.
-    fn change_delivery(
-        &self,
-        id: Uuid,
-        change: impl FnOnce(&mut Delivery),
-    ) -> Result<Option<Delivery>, StoreError> {
-        let _write = self.writing()?;
-        let db = self.db()?;
-        let Some(old) = self.delivery_record(id)? else {
-            return Ok(None);
-        };
-        let mut new = old.clone();
-        change(&mut new);
-        let mut w = Writes::default();
-        self.put_delivery(&mut w, Some(&old), &new);
-        self.commit(&db, w)?;
-        Ok(Some(new))
     }
 
     fn ids_in(&self, prefix: &[u8]) -> Result<Vec<Uuid>, StoreError> {
@@ -761,6 +798,7 @@ impl Store for SledStore {
         }
         if results.iter().any(|r| !r.duplicate) {
             self.durable().await?;
+            self.signals.work_queued();
         }
         Ok(results)
     }
@@ -835,6 +873,7 @@ impl Store for SledStore {
             integration
         };
         self.durable().await?;
+        self.signals.work_queued();
         Ok(Some(updated))
     }
 
@@ -953,13 +992,19 @@ impl Store for SledStore {
                     if lane.blocked || lane.due.is_empty() {
                         continue;
                     }
-                    match admission.admit(&lane.integration, 1) {
-                        Admitted::At(at) => {
-                            lane.blocked = true;
-                            later(&mut next_at, at);
-                            continue;
+                    if let Some(limit) = admission.rate_limit(&lane.integration) {
+                        let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
+                        let id = lane.integration.id;
+                        match pace(paces.get(&id).copied(), limit, now) {
+                            Ok(tat) => {
+                                paces.insert(id, tat);
+                            }
+                            Err(at) => {
+                                lane.blocked = true;
+                                later(&mut next_at, at);
+                                continue;
+                            }
                         }
-                        Admitted::Now(_) => {}
                     }
                     let entry = lane.due.pop_front().expect("not empty");
                     turn.insert(shop.clone(), index + 1);
@@ -976,7 +1021,7 @@ impl Store for SledStore {
                     match current {
                         Some(old) => {
                             let mut new = old.clone();
-                            new.lease_until = Some(lease_until);
+                            new.claim(lease_until);
                             self.put_delivery(&mut w, Some(&old), &new);
                             claimed.push(new);
                         }
@@ -1008,48 +1053,19 @@ impl Store for SledStore {
         Ok(ClaimRound { claimed, next_at })
     }
 
-    async fn release(&self, id: Uuid, due: Timestamp) -> Result<(), StoreError> {
-        self.change_delivery(id, |d| {
-            d.lease_until = None;
-            d.next_attempt_at = Some(due);
-        })?;
+    async fn release(&self, lease: Lease, due: Timestamp) -> Result<(), StoreError> {
+        self.change_leased(lease, |d| d.release(due))?;
+        self.signals.work_queued();
         Ok(())
     }
 
-    async fn recover_leases(&self, now: Timestamp) -> Result<usize, StoreError> {
-        let leased = self.ids_in(&[LEASE])?;
-        for chunk in leased.chunks(CHUNK) {
-            let _write = self.lock();
-            let db = self.db()?;
-            let mut w = Writes::default();
-            for id in chunk {
-                let Some(old) = self.delivery_record(*id)? else {
-                    continue;
-                };
-                let mut new = old.clone();
-                new.lease_until = None;
-                new.next_attempt_at = Some(now);
-                self.put_delivery(&mut w, Some(&old), &new);
-            }
-            self.commit(&db, w)?;
-        }
-        Ok(leased.len())
-    }
-
-    async fn pause(&self, id: Uuid, now: Timestamp, reason: &str) -> Result<(), StoreError> {
-        self.change_delivery(id, |d| {
-            d.status = DeliveryStatus::Paused;
-            d.lease_until = None;
-            d.next_attempt_at = None;
-            d.last_error = Some(reason.to_owned());
-            d.updated_at = now;
-        })?;
-        Ok(())
+    async fn pause(&self, lease: Lease, now: Timestamp, reason: &str) -> Result<(), StoreError> {
+        self.change_leased(lease, |d| d.pause(reason, now))
     }
 
     async fn record_attempt(
         &self,
-        id: Uuid,
+        lease: Lease,
         attempt: Attempt,
         outcome: Outcome,
         now: Timestamp,
@@ -1057,9 +1073,11 @@ impl Store for SledStore {
     ) -> Result<Recorded, StoreError> {
         let _write = self.writing()?;
         let db = self.db()?;
-        let Some(old) = self.delivery_record(id)? else {
-            return Err(StoreError::Rejected(format!("no delivery {id}")));
-        };
+        let id = lease.delivery;
+        let old = self
+            .delivery_record(id)?
+            .filter(|d| d.holds(&lease))
+            .ok_or(StoreError::LeaseLost(id))?;
         let mut w = Writes::default();
         let mut integration_disabled = false;
         let mut outcome = outcome;
@@ -1091,12 +1109,7 @@ impl Store for SledStore {
         let mut attempt = attempt;
         attempt.outcome = outcome.status;
         let mut new = old.clone();
-        new.attempts = attempt.number;
-        new.status = outcome.status;
-        new.next_attempt_at = outcome.next_attempt_at;
-        new.lease_until = None;
-        new.last_error = outcome.error;
-        new.updated_at = now;
+        new.record(&attempt, outcome, now);
         w.insert(
             concat(&[&[ATTEMPT], id.as_bytes(), &attempt.number.to_be_bytes()]),
             encode(&attempt),
@@ -1128,6 +1141,7 @@ impl Store for SledStore {
         let mut w = Writes::default();
         self.put_delivery(&mut w, Some(&old), &new);
         self.commit(&db, w)?;
+        self.signals.work_queued();
         Ok(true)
     }
 
@@ -1174,6 +1188,9 @@ impl Store for SledStore {
                     _ => break,
                 }
             }
+        }
+        if requeued > 0 {
+            self.signals.work_queued();
         }
         Ok(requeued)
     }
@@ -1382,6 +1399,22 @@ impl Store for SledStore {
         let added = {
             let _write = self.writing()?;
             let db = self.db()?;
+            let digest = crate::runtime::component_digest(component);
+            let active = match db.get(active_key(plugin))? {
+                Some(number) => {
+                    let number: [u8; 4] = number[..]
+                        .try_into()
+                        .map_err(|e| corrupt("active plugin", e))?;
+                    self.get::<PluginVersion>(
+                        &plugin_version_key(plugin, u32::from_be_bytes(number)),
+                        "plugin version",
+                    )?
+                }
+                None => None,
+            };
+            if let Some(active) = active.filter(|v| v.digest == digest) {
+                return Ok(active);
+            }
             let last = db
                 .scan_prefix(plugin_prefix(plugin))
                 .values()
@@ -1394,7 +1427,7 @@ impl Store for SledStore {
                 plugin: plugin.to_owned(),
                 number: last + 1,
                 version: version.to_owned(),
-                digest: crate::runtime::component_digest(component),
+                digest,
                 size: component.len(),
                 added_at: now,
                 bundled,
@@ -1408,6 +1441,7 @@ impl Store for SledStore {
             added
         };
         self.durable().await?;
+        self.signals.plugins_changed();
         Ok(added)
     }
 
@@ -1445,6 +1479,7 @@ impl Store for SledStore {
         }
         db.insert(active_key(plugin), &number.to_be_bytes())?;
         self.durable().await?;
+        self.signals.plugins_changed();
         Ok(())
     }
 
@@ -1488,6 +1523,7 @@ impl Store for SledStore {
             true
         };
         self.durable().await?;
+        self.signals.plugins_changed();
         Ok(removed)
     }
 
@@ -1572,10 +1608,16 @@ impl Store for SledStore {
         self.rebuild_heads()?;
         // Like a restart: writes that never reached the disk are gone, so a lease may stand
         // whose attempt already ended. Every lease is due again; an attempt still in flight
-        // records its outcome when it ends (at-least-once: it may be sent once more).
-        let released = self.recover_leases(Timestamp::now()).await?;
+        // records its outcome when it ends, unless its delivery was claimed again first
+        // (at-least-once: it may be sent once more).
+        let released = self.expire_leases(Timestamp::now())?;
+        self.signals.work_queued();
         tracing::warn!(dir = %self.dir.display(), released, "the store was reopened after a write failure; it takes writes again");
         Ok(())
+    }
+
+    fn signals(&self) -> &Signals {
+        &self.signals
     }
 
     async fn meta(&self, name: &str) -> Result<Option<String>, StoreError> {
