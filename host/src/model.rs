@@ -677,6 +677,13 @@ impl Delivery {
         self.next_attempt_at = Some(due);
     }
 
+    /// Queues a failed or exhausted delivery again, due now (a retry asked for by an admin).
+    pub fn requeue(&mut self, now: Timestamp) {
+        self.status = DeliveryStatus::Pending;
+        self.next_attempt_at = Some(now);
+        self.updated_at = now;
+    }
+
     /// Holds it as paused, with the reason (its integration is disabled).
     pub fn pause(&mut self, reason: &str, now: Timestamp) {
         self.status = DeliveryStatus::Paused;

@@ -28,6 +28,7 @@
 //! - Every status change keeps the filter indexes in step, so the delivery log is served
 //!   from indexes, newest first, without scanning everything.
 
+mod fair;
 mod postgres;
 mod sled;
 

@@ -971,7 +971,8 @@ async fn requeue_matching_queues_the_shops_matching_failures_at_once(backend: &B
         outcomes.insert(delivery.id, outcome);
         store.insert_events(vec![new]).await.unwrap();
     }
-    let claimed = claim(&*store, now, 64).await;
+    // Due from their creation, which came after `now`.
+    let claimed = claim(&*store, Timestamp::now(), 64).await;
     assert_eq!(claimed.len(), outcomes.len());
     for delivery in &claimed {
         let outcome = outcomes.remove(&delivery.id).expect("one of ours");

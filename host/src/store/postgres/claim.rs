@@ -8,9 +8,9 @@
 //!    cluster.
 //! 3. Up to the room its cap leaves, its oldest due work (an index range per integration).
 //! 4. Round-robin across shops, then across a shop's integrations, starting after where this
-//!    node's last claim stopped; an integration whose rate limit ([`pace`]) refuses is passed
-//!    over and says when it admits again. The pace is read from and written back to the
-//!    integration's row, so the limit holds across nodes.
+//!    node's last claim stopped, with the rate limits ([`crate::store::fair::take_turns`]). The
+//!    pace is read from and written back to the integration's row, so the limit holds across
+//!    nodes.
 //! 5. The chosen deliveries are locked, checked to still be due, and leased under new tokens.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -20,22 +20,8 @@ use uuid::Uuid;
 
 use super::{PgStore, decode, encode, ms};
 use crate::model::*;
+use crate::store::fair::{Lane, take_turns};
 use crate::store::{Admission, ClaimRound, StoreError};
-
-/// Where the last claim's round-robin stopped.
-#[derive(Default)]
-pub struct Rotation {
-    last_shop: Option<String>,
-    last_integration: HashMap<String, Uuid>,
-}
-
-struct Lane {
-    integration: Integration,
-    pace: Option<u64>,
-    paced: bool,
-    due: VecDeque<(Uuid, i32)>,
-    blocked: bool,
-}
 
 pub(super) async fn claim_due(
     store: &PgStore,
@@ -110,99 +96,29 @@ pub(super) async fn claim_due(
     .fetch_all(&mut *tx)
     .await?;
 
-    let mut shops: BTreeMap<String, Vec<Lane>> = BTreeMap::new();
-    let mut lanes_by_id: HashMap<Uuid, Vec<(Uuid, i32)>> = HashMap::new();
+    let mut shops: BTreeMap<String, Vec<Lane<(Uuid, i32)>>> = BTreeMap::new();
+    let mut lanes_by_id: HashMap<Uuid, VecDeque<(Uuid, i32)>> = HashMap::new();
     for row in &due_rows {
         lanes_by_id
             .entry(row.get::<Uuid, _>(0))
             .or_default()
-            .push((row.get::<Uuid, _>(1), row.get::<i32, _>(2)));
+            .push_back((row.get::<Uuid, _>(1), row.get::<i32, _>(2)));
     }
     for (id, due) in lanes_by_id {
         let (integration, pace) = integrations.remove(&id).expect("selected above");
         shops
             .entry(integration.shop.clone())
             .or_default()
-            .push(Lane {
-                integration,
-                pace,
-                paced: false,
-                due: due.into(),
-                blocked: false,
-            });
+            .push(Lane::new(integration, due, pace));
     }
-
-    // Round-robin, as the embedded store does.
-    let mut chosen: Vec<(Uuid, i32)> = Vec::new();
-    {
+    let turns = {
         let mut rotation = store.rotation.lock().unwrap_or_else(|p| p.into_inner());
-        let mut order: Vec<String> = shops.keys().cloned().collect();
-        if let Some(last) = &rotation.last_shop {
-            let start = order.iter().position(|s| s > last).unwrap_or(0);
-            order.rotate_left(start);
-        }
-        for shop in &order {
-            let lanes = shops.get_mut(shop).expect("listed");
-            lanes.sort_by_key(|l| l.integration.id);
-            if let Some(last) = rotation.last_integration.get(shop) {
-                let start = lanes
-                    .iter()
-                    .position(|l| l.integration.id > *last)
-                    .unwrap_or(0);
-                lanes.rotate_left(start);
-            }
-        }
-        let mut turn: HashMap<String, usize> = HashMap::new();
-        'rounds: loop {
-            let mut progress = false;
-            for shop in &order {
-                if chosen.len() >= limit {
-                    break 'rounds;
-                }
-                let lanes = shops.get_mut(shop).expect("listed");
-                let count = lanes.len();
-                let start = *turn.get(shop).unwrap_or(&0);
-                for step in 0..count {
-                    let index = (start + step) % count;
-                    let lane = &mut lanes[index];
-                    if lane.blocked || lane.due.is_empty() {
-                        continue;
-                    }
-                    if let Some(limit) = admission.rate_limit(&lane.integration) {
-                        match pace(lane.pace, limit, now) {
-                            Ok(tat) => {
-                                lane.pace = Some(tat);
-                                lane.paced = true;
-                            }
-                            Err(at) => {
-                                lane.blocked = true;
-                                later(&mut next_at, at);
-                                continue;
-                            }
-                        }
-                    }
-                    chosen.push(lane.due.pop_front().expect("not empty"));
-                    turn.insert(shop.clone(), index + 1);
-                    rotation.last_shop = Some(shop.clone());
-                    rotation
-                        .last_integration
-                        .insert(shop.clone(), lane.integration.id);
-                    progress = true;
-                    break;
-                }
-            }
-            if !progress {
-                break;
-            }
-        }
+        take_turns(&mut shops, &mut rotation, limit, admission, now)
+    };
+    if let Some(at) = turns.next_at {
+        later(&mut next_at, at);
     }
-    if shops
-        .values()
-        .flatten()
-        .any(|lane| !lane.blocked && !lane.due.is_empty())
-    {
-        later(&mut next_at, now);
-    }
+    let chosen = turns.chosen;
 
     // The paces taken, written back for every node.
     let paced: Vec<(Uuid, i64)> = shops

@@ -66,7 +66,7 @@ pub struct PgStore {
     /// Days whose partitions this process has made sure of.
     partitions: Mutex<HashSet<i32>>,
     /// Where the last claim's round-robin stopped (per node; see `claim`).
-    rotation: Mutex<claim::Rotation>,
+    rotation: Mutex<super::fair::Rotation>,
     listener: tokio::task::AbortHandle,
     /// The database, for messages (no password).
     location: String,
@@ -401,9 +401,7 @@ impl PgStore {
         .await?;
         for row in &rows {
             let mut d: Delivery = decode(row.get::<&str, _>(0), "delivery")?;
-            d.status = DeliveryStatus::Pending;
-            d.next_attempt_at = Some(now);
-            d.updated_at = now;
+            d.requeue(now);
             Self::put_delivery(&mut tx, &d, row.get::<i32, _>(1)).await?;
         }
         if !rows.is_empty() {

@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use self::keys::*;
+use super::fair::{Lane, Rotation, take_turns};
 use super::{Admission, ClaimRound, Signals, Store, StoreError};
 use crate::model::*;
 
@@ -76,12 +77,6 @@ pub struct SledStore {
     /// the directory; after a restart a limit starts from a full allowance.
     paces: Mutex<HashMap<Uuid, u64>>,
     signals: Signals,
-}
-
-#[derive(Default)]
-struct Rotation {
-    last_shop: Option<String>,
-    last_integration: HashMap<String, Uuid>,
 }
 
 /// Group commit: callers that need their writes on disk share flushes. One flush runs at a
@@ -575,15 +570,6 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
     written
 }
 
-/// One integration's part of a claim.
-struct Lane {
-    integration: Integration,
-    /// Its due queue entries, oldest first, at most what its cap leaves room for.
-    due: std::collections::VecDeque<Vec<u8>>,
-    /// Stopped: its rate limit admits nothing more now.
-    blocked: bool,
-}
-
 #[async_trait::async_trait]
 impl Store for SledStore {
     async fn create_shop(&self, shop: &Shop) -> Result<bool, StoreError> {
@@ -918,7 +904,7 @@ impl Store for SledStore {
         };
 
         // The integrations with due work, by shop, each with what its cap leaves room for.
-        let mut shops: BTreeMap<String, Vec<Lane>> = BTreeMap::new();
+        let mut shops: BTreeMap<String, Vec<Lane<(Vec<u8>, Uuid, String)>>> = BTreeMap::new();
         let mut w = Writes::default();
         for item in db.range(vec![READY]..split) {
             let (k, shop) = item?;
@@ -949,106 +935,54 @@ impl Store for SledStore {
                 w.queue(id, &shop); // a stale head: recomputed below
                 continue;
             }
-            shops.entry(shop).or_default().push(Lane {
-                integration,
-                due,
-                blocked: false,
-            });
+            let due = due.into_iter().map(|e| (e, id, shop.clone())).collect();
+            let pace = self
+                .paces
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .copied();
+            shops
+                .entry(shop)
+                .or_default()
+                .push(Lane::new(integration, due, pace));
         }
 
-        // Round-robin: a delivery from each shop in turn, and within a shop from each of its
-        // integrations in turn, starting after where the last claim stopped.
-        let mut rotation = self.rotation.lock().unwrap_or_else(|p| p.into_inner());
-        let mut order: Vec<String> = shops.keys().cloned().collect();
-        if let Some(last) = &rotation.last_shop {
-            let start = order.iter().position(|s| s > last).unwrap_or(0);
-            order.rotate_left(start);
-        }
-        for shop in &order {
-            let lanes = shops.get_mut(shop).expect("listed");
-            lanes.sort_by_key(|l| l.integration.id);
-            if let Some(last) = rotation.last_integration.get(shop) {
-                let start = lanes
-                    .iter()
-                    .position(|l| l.integration.id > *last)
-                    .unwrap_or(0);
-                lanes.rotate_left(start);
+        let turns = {
+            let mut rotation = self.rotation.lock().unwrap_or_else(|p| p.into_inner());
+            take_turns(&mut shops, &mut rotation, limit, admission, now)
+        };
+        {
+            let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
+            for lane in shops.values().flatten().filter(|l| l.paced) {
+                if let Some(tat) = lane.pace {
+                    paces.insert(lane.integration.id, tat);
+                }
             }
         }
-        let mut turn: HashMap<String, usize> = HashMap::new();
+        if let Some(at) = turns.next_at {
+            later(&mut next_at, at);
+        }
         let mut claimed = Vec::new();
-        'rounds: loop {
-            let mut progress = false;
-            for shop in &order {
-                if claimed.len() >= limit {
-                    break 'rounds;
+        for (entry, integration, shop) in turns.chosen {
+            // Only an entry that is the delivery's own queue position is work; anything else
+            // (which no write leaves behind) is dropped rather than sent twice.
+            let current = self
+                .delivery_record(trailing_id(&entry))?
+                .filter(|d| queue_key(d).is_some_and(|k| k == entry));
+            match current {
+                Some(old) => {
+                    let mut new = old.clone();
+                    new.claim(lease_until);
+                    self.put_delivery(&mut w, Some(&old), &new);
+                    claimed.push(new);
                 }
-                let lanes = shops.get_mut(shop).expect("listed");
-                let count = lanes.len();
-                let start = *turn.get(shop).unwrap_or(&0);
-                for step in 0..count {
-                    let index = (start + step) % count;
-                    let lane = &mut lanes[index];
-                    if lane.blocked || lane.due.is_empty() {
-                        continue;
-                    }
-                    if let Some(limit) = admission.rate_limit(&lane.integration) {
-                        let mut paces = self.paces.lock().unwrap_or_else(|p| p.into_inner());
-                        let id = lane.integration.id;
-                        match pace(paces.get(&id).copied(), limit, now) {
-                            Ok(tat) => {
-                                paces.insert(id, tat);
-                            }
-                            Err(at) => {
-                                lane.blocked = true;
-                                later(&mut next_at, at);
-                                continue;
-                            }
-                        }
-                    }
-                    let entry = lane.due.pop_front().expect("not empty");
-                    turn.insert(shop.clone(), index + 1);
-                    rotation.last_shop = Some(shop.clone());
-                    rotation
-                        .last_integration
-                        .insert(shop.clone(), lane.integration.id);
-                    // Only an entry that is the delivery's own queue position is work; anything
-                    // else (which no write leaves behind) is dropped rather than sent twice.
-                    let id = trailing_id(&entry);
-                    let current = self
-                        .delivery_record(id)?
-                        .filter(|d| queue_key(d).is_some_and(|k| k == entry));
-                    match current {
-                        Some(old) => {
-                            let mut new = old.clone();
-                            new.claim(lease_until);
-                            self.put_delivery(&mut w, Some(&old), &new);
-                            claimed.push(new);
-                        }
-                        None => {
-                            w.queue(lane.integration.id, shop)
-                                .removed
-                                .insert(entry.clone());
-                            w.remove(&entry);
-                        }
-                    }
-                    progress = true;
-                    break;
+                None => {
+                    w.queue(integration, &shop).removed.insert(entry.clone());
+                    w.remove(&entry);
                 }
             }
-            if !progress {
-                break;
-            }
         }
-        // Due work left behind (the limit was reached) is claimable at once.
-        let left = shops
-            .values()
-            .flatten()
-            .any(|lane| !lane.blocked && !lane.due.is_empty());
-        if left {
-            later(&mut next_at, now);
-        }
-        drop(rotation);
         self.commit(&db, w)?;
         Ok(ClaimRound { claimed, next_at })
     }
@@ -1135,9 +1069,7 @@ impl Store for SledStore {
             return Ok(false);
         }
         let mut new = old.clone();
-        new.status = DeliveryStatus::Pending;
-        new.next_attempt_at = Some(now);
-        new.updated_at = now;
+        new.requeue(now);
         let mut w = Writes::default();
         self.put_delivery(&mut w, Some(&old), &new);
         self.commit(&db, w)?;
@@ -1176,9 +1108,7 @@ impl Store for SledStore {
                         continue;
                     };
                     let mut new = old.clone();
-                    new.status = DeliveryStatus::Pending;
-                    new.next_attempt_at = Some(now);
-                    new.updated_at = now;
+                    new.requeue(now);
                     self.put_delivery(&mut w, Some(&old), &new);
                     requeued += 1;
                 }
