@@ -1,6 +1,6 @@
-//! The `canopy` command line: `serve`, and the plugin author's tools `plugin inspect` and
-//! `plugin run` (a dry run that prints the requests a plugin would send without sending
-//! anything). `main.rs` only calls [`main`].
+//! The `canopy` command line: `serve`, `keygen`, `rotate-key`, `migrate-store`, and the
+//! plugin author's tools `plugin inspect` and `plugin run` (a dry run that prints the
+//! requests a plugin would send without sending anything). `main.rs` only calls [`main`].
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,20 @@ pub enum Command {
     Keygen,
     /// Re-encrypt every stored secret under a new master key (stop the server first).
     RotateKey(RotateKey),
+    /// Move an install from its data directory (the embedded store) into an empty
+    /// PostgreSQL database, then check the counts (stop the server first).
+    MigrateStore(MigrateStore),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateStore {
+    /// The data directory to move (the server's `--data-dir`); it is only read.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The PostgreSQL database to move into (`postgres://user:password@host/db`); it must
+    /// hold no data yet.
+    #[arg(long, env = "CANOPY_STORE", hide_env_values = true, value_parser = crate::config::secret)]
+    pub to: crate::crypto::secret::SecretValue,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +60,10 @@ pub struct RotateKey {
     /// The data directory of the server.
     #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
     pub data_dir: PathBuf,
+    /// The cluster's PostgreSQL database (`postgres://…`) instead of the data directory's
+    /// store; stop every node first.
+    #[arg(long, env = "CANOPY_STORE", hide_env_values = true, value_parser = crate::config::secret)]
+    pub store: Option<crate::crypto::secret::SecretValue>,
     /// The current master key (base64).
     #[arg(long, env = "CANOPY_MASTER_KEY", hide_env_values = true, value_parser = crate::config::secret)]
     pub master_key: Option<crate::crypto::secret::SecretValue>,
@@ -126,6 +144,16 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::MigrateStore(args) => match migrate_store(args) {
+            Ok(message) => {
+                println!("{message}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("error: {message}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Plugin(command) => match plugin_command(command) {
             Ok(output) => {
                 print!("{output}");
@@ -152,11 +180,55 @@ fn rotate_key(args: RotateKey) -> Result<String, String> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let rotated = runtime
-        .block_on(crate::app::rotate_key(&args.data_dir, &current, &new))
+        .block_on(crate::app::rotate_key(
+            &args.data_dir,
+            args.store.as_ref().map(|s| s.expose()),
+            &current,
+            &new,
+        ))
         .map_err(|e| e.to_string())?;
     Ok(format!(
         "re-encrypted {} secrets of {} integrations; start the server with the new key",
         rotated.secrets, rotated.integrations
+    ))
+}
+
+fn migrate_store(args: MigrateStore) -> Result<String, String> {
+    /// A progress bar on stderr (drawn only on a terminal).
+    struct Bar(indicatif::ProgressBar);
+    impl crate::app::migrate_store::Progress for Bar {
+        fn start(&self, events: u64) {
+            self.0.set_length(events);
+        }
+        fn moved(&self, events: u64) {
+            self.0.set_position(events);
+        }
+    }
+    let to = args.to.expose();
+    if !crate::app::is_postgres(to) {
+        return Err("--to must be a PostgreSQL URL (postgres://…)".into());
+    }
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} events  {per_sec}  {eta} left",
+        )
+        .expect("a valid template"),
+    );
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let moved = runtime
+        .block_on(crate::app::migrate_store::migrate_store(
+            &args.from,
+            to,
+            &Bar(bar.clone()),
+        ))
+        .map_err(|e| e.to_string());
+    bar.finish_and_clear();
+    let moved = moved?;
+    Ok(format!(
+        "moved {moved} into {}; the counts match. Start every node with --store (CANOPY_STORE) \
+         set to it, the same master key and the admin and ingest tokens.",
+        crate::store::redacted(to)
     ))
 }
 

@@ -2,8 +2,8 @@
 //! same scheduler, leases, retries and purge on a [`Clock::manual`] one they move forward
 //! themselves, so a retry due in an hour or a lease that expires after a minute is tested
 //! without waiting for it. Everything that waits on time (the scheduler's next claim, the
-//! purge's interval) waits through [`Clock::sleep`], which a manual clock ends when it is
-//! advanced far enough.
+//! purge's interval) waits through [`Clock::sleep_until`], which a manual clock ends when
+//! it is advanced far enough.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,22 +75,26 @@ impl Clock {
         }
     }
 
-    /// Waits `duration` of this clock's time.
+    /// Waits `duration` of this clock's time, from when it is called.
     pub async fn sleep(&self, duration: Duration) {
+        self.sleep_until(self.now().saturating_add(duration)).await
+    }
+
+    /// Waits until this clock reads `until` (at once if it already does). A loop that read
+    /// the time, worked, and now waits for a moment after that reading waits *until* it, so
+    /// that time that passed (or a manual clock moved) while it worked is not waited again.
+    pub async fn sleep_until(&self, until: Timestamp) {
         match &*self.0 {
-            Source::System => tokio::time::sleep(duration).await,
-            Source::Manual { moved, .. } => {
-                let until = self.now().saturating_add(duration);
-                loop {
-                    let woken = moved.notified();
-                    tokio::pin!(woken);
-                    woken.as_mut().enable();
-                    if self.now() >= until {
-                        return;
-                    }
-                    woken.await;
+            Source::System => tokio::time::sleep(Timestamp::now().until(until)).await,
+            Source::Manual { moved, .. } => loop {
+                let woken = moved.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if self.now() >= until {
+                    return;
                 }
-            }
+                woken.await;
+            },
         }
     }
 }

@@ -19,6 +19,7 @@ pub struct Metrics {
     registry: Registry,
     events_ingested: Counter,
     deliveries: Family<Labels, Counter>,
+    leases_lost: Counter,
     queue: Family<Labels, Gauge>,
     attempt_seconds: Family<Labels, Histogram>,
     plugin_call_seconds: Family<Labels, Histogram>,
@@ -47,6 +48,12 @@ impl Metrics {
             "deliveries",
             "Delivery outcomes after each attempt, by status (succeeded, retrying, failed, exhausted, skipped, paused)",
             deliveries.clone(),
+        );
+        let leases_lost = Counter::default();
+        registry.register(
+            "leases_lost",
+            "Attempts whose outcome was not recorded: their lease had expired and another worker (or node) had claimed the delivery again",
+            leases_lost.clone(),
         );
         let queue = Family::<Labels, Gauge>::default();
         registry.register(
@@ -80,6 +87,7 @@ impl Metrics {
             registry,
             events_ingested,
             deliveries,
+            leases_lost,
             queue,
             attempt_seconds,
             plugin_call_seconds,
@@ -94,6 +102,10 @@ impl Metrics {
         self.deliveries
             .get_or_create(&vec![("status", status.as_str().to_owned())])
             .inc();
+    }
+
+    pub fn lease_lost(&self) {
+        self.leases_lost.inc();
     }
 
     pub fn attempt(&self, plugin: &str, duration: Duration) {

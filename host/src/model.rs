@@ -107,6 +107,20 @@ pub fn new_id() -> Uuid {
     Uuid::now_v7()
 }
 
+/// A new time-ordered id that carries `at`, the creation time of what it names on the
+/// application's clock. The purge and the log's date filters read a delivery's creation time
+/// back from its id, so it must be the clock's, not the system's (the two differ under a
+/// test's manual clock). Ids made in one process for the same millisecond still increase.
+pub fn new_id_at(at: Timestamp) -> Uuid {
+    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+        std::sync::Mutex::new(uuid::ContextV7::new());
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        &CONTEXT,
+        at.0 / 1_000,
+        (at.0 % 1_000) as u32 * 1_000_000,
+    ))
+}
+
 /// The smallest and largest UUIDv7 created within the millisecond `at`: bounds of a date range
 /// over time-ordered keys.
 pub fn id_bounds(at: Timestamp) -> (Uuid, Uuid) {
@@ -614,7 +628,7 @@ impl Delivery {
     pub fn new(event: &EventRecord, integration: &Integration, now: Timestamp) -> Delivery {
         let paused = !integration.enabled;
         Delivery {
-            id: new_id(),
+            id: new_id_at(now),
             shop: integration.shop.clone(),
             event_id: event.id,
             integration_id: integration.id,
@@ -1085,4 +1099,20 @@ pub struct PluginVersion {
 pub struct DeliveryDetail {
     pub delivery: Delivery,
     pub attempts: Vec<Attempt>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_made_at_a_time_carry_it_and_increase() {
+        let at = Timestamp(1_700_000_000_123);
+        let ids: Vec<Uuid> = (0..1_000).map(|_| new_id_at(at)).collect();
+        assert!(ids.iter().all(|id| Timestamp::of_id(*id) == at));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "increasing");
+        let later = new_id_at(Timestamp(at.0 + 86_400_000));
+        assert_eq!(Timestamp::of_id(later), Timestamp(at.0 + 86_400_000));
+        assert!(later > ids[999]);
+    }
 }

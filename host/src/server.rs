@@ -282,7 +282,18 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let state = App::open(config.clone()).await?;
+    run_on(crate::clock::Clock::system(), config, listener, shutdown).await
+}
+
+/// [`run`] on a given clock (tests move a manual one: retries, leases and the purge without
+/// waiting for them).
+pub async fn run_on(
+    clock: crate::clock::Clock,
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let state = App::open_with(config.clone(), clock).await?;
     let (stop, stopped) = watch::channel(false);
 
     let requests = state.runtime.limits().requests_per_event as u32;
@@ -428,7 +439,7 @@ async fn purge_periodically(app: App, mut stop: watch::Receiver<bool>) {
             Err(error) => tracing::error!(%error, "purge failed; it runs again next interval"),
         }
         tokio::select! {
-            _ = clock.sleep(config.delivery.purge_interval) => {}
+            _ = clock.sleep_until(now.saturating_add(config.delivery.purge_interval)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

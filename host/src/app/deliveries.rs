@@ -90,9 +90,22 @@ pub fn parse_id(text: &str) -> Result<Uuid, AppError> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DeliveryPage {
     /// Newest first.
+    #[serde(serialize_with = "without_lease_tokens")]
     pub deliveries: Vec<Delivery>,
     /// Pass as `cursor` for the next page; absent on the last one.
     pub next_cursor: Option<Uuid>,
+}
+
+/// Deliveries as readers see them: without the token of the lease a worker may hold (the
+/// worker's fence, nothing a reader can use).
+fn without_lease_tokens<S: serde::Serializer>(
+    deliveries: &[Delivery],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(deliveries.iter().map(|d| Delivery {
+        lease_token: None,
+        ..d.clone()
+    }))
 }
 
 pub async fn list(app: &App, shop: &Shop, query: &ListQuery) -> Result<DeliveryPage, AppError> {

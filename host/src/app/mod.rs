@@ -11,12 +11,14 @@
 //! - [`integrations`] — creating, changing, testing and deleting integrations; health.
 //! - [`deliveries`] — the delivery log and retries.
 //! - [`plugins`] — uploading, rolling back and deleting plugin versions.
+//! - [`migrate_store`] — moving an install from a data directory into PostgreSQL.
 
 pub mod access;
 pub mod deliveries;
 mod error;
 pub mod ingest;
 pub mod integrations;
+pub mod migrate_store;
 pub mod plugins;
 pub mod shops;
 pub mod sign_in;
@@ -309,13 +311,19 @@ pub struct Rotated {
 
 /// Re-encrypts every stored secret under `new`, in one atomic write with the new key's
 /// fingerprint: a crash leaves either the old key or the new one valid, never a mix. The
-/// server must be stopped (sled's lock refuses a second process).
+/// store is the data directory's, or the PostgreSQL database at `store` when given. The
+/// server (every node) must be stopped: sled's lock refuses a second process; nodes of a
+/// cluster still running would hold secrets they can no longer open.
 pub async fn rotate_key(
     data_dir: &Path,
+    store: Option<&str>,
     current: &MasterKey,
     new: &MasterKey,
 ) -> Result<Rotated, ServeError> {
-    let store = SledStore::open(&data_dir.join(STORE_DIR))?;
+    let store: Box<dyn Store> = match store {
+        Some(url) => Box::new(PgStore::connect(url).await?),
+        None => Box::new(SledStore::open(&data_dir.join(STORE_DIR))?),
+    };
     match store.meta(KEY_FINGERPRINT).await? {
         Some(stored) if stored != current.fingerprint() => return Err(ServeError::WrongMasterKey),
         _ => {}

@@ -136,7 +136,7 @@ impl Scheduler {
             tokio::select! {
                 _ = store.signals().work() => {}
                 _ = self.ended.notified() => {}
-                _ = clock.sleep(wait.max(MIN_WAIT)) => {}
+                _ = clock.sleep_until(now.saturating_add(wait.max(MIN_WAIT))) => {}
                 _ = stopping() => {}
             }
         }

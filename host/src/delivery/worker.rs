@@ -107,10 +107,13 @@ impl Worker {
         let (id, integration) = (delivery.id, delivery.integration_id);
         match self.try_deliver(delivery).await {
             Ok(()) => {}
-            Err(StoreError::LeaseLost(_)) => tracing::warn!(
-                delivery = %id, integration = %integration,
-                "the lease was lost (it expired and another worker claimed the delivery, or the delivery ended); this attempt's outcome is not recorded"
-            ),
+            Err(StoreError::LeaseLost(_)) => {
+                self.metrics.lease_lost();
+                tracing::warn!(
+                    delivery = %id, integration = %integration,
+                    "the lease was lost (it expired and another worker claimed the delivery, or the delivery ended); this attempt's outcome is not recorded"
+                )
+            }
             Err(error) => tracing::error!(
                 delivery = %id, integration = %integration, %error,
                 "delivery not processed; it will be tried again when its lease ends"

@@ -31,6 +31,7 @@
 mod fair;
 mod postgres;
 mod sled;
+pub mod transfer;
 
 use uuid::Uuid;
 

@@ -545,7 +545,7 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn no_secret_is_stored_in_clear_and_key_rotation_keeps_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = answering(200).await;
-    let canopy = Canopy::start_in(dir.path(), |c| {
+    let canopy = Canopy::start_on_sled(dir.path(), |c| {
         c.delivery.egress_override = vec![
             format!("a.klaviyo.com={}", receiver.uri()).parse().unwrap(),
             format!("api.omnisend.com={}", receiver.uri())
@@ -609,7 +609,7 @@ async fn no_secret_is_stored_in_clear_and_key_rotation_keeps_them_all() {
     // Rotation: every secret is re-sealed under the new key; the old key is then refused.
     let old = canopy::crypto::seal::MasterKey::from_base64(MASTER_KEY).unwrap();
     let (new, new_text) = canopy::crypto::seal::MasterKey::generate();
-    let rotated = canopy::app::rotate_key(dir.path(), &old, &new)
+    let rotated = canopy::app::rotate_key(dir.path(), None, &old, &new)
         .await
         .unwrap();
     assert_eq!((rotated.integrations, rotated.secrets), (3, 3));
@@ -619,14 +619,14 @@ async fn no_secret_is_stored_in_clear_and_key_rotation_keeps_them_all() {
             .err()
             .expect("the old key no longer opens the data");
     assert!(refused.to_string().contains("master key does not match"));
-    let error = canopy::app::rotate_key(dir.path(), &old, &new)
+    let error = canopy::app::rotate_key(dir.path(), None, &old, &new)
         .await
         .err()
         .unwrap();
     assert!(error.to_string().contains("master key does not match"));
 
     let received_before = receiver.received_requests().await.unwrap().len();
-    let restarted = Canopy::start_in(dir.path(), |c| {
+    let restarted = Canopy::start_on_sled(dir.path(), |c| {
         c.master_key = Some(canopy::crypto::secret::SecretValue::new(new_text));
         c.delivery.egress_override = vec![
             format!("a.klaviyo.com={}", receiver.uri()).parse().unwrap(),

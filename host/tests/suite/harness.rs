@@ -1,6 +1,7 @@
 //! A Canopy server for tests: `canopy::run` on a loopback port over a sled store in a temp
-//! directory, with the real bundled plugins, a compressed retry schedule, and a client that
-//! speaks its API; and throwaway PostgreSQL databases for the store's suite ([`pg`]).
+//! directory (or a database of its own, [`on_postgres`]), with the real bundled plugins, a
+//! compressed retry schedule, and a client that speaks its API; and throwaway PostgreSQL
+//! databases ([`pg`]).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use canopy::Config;
+use canopy::clock::Clock;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -26,6 +28,8 @@ pub struct Canopy {
     pub client: reqwest::Client,
     /// Keeps the data directory alive (for servers started with [`Canopy::start`]).
     _dir: Option<TempDir>,
+    /// The server's own database, when the suite runs on PostgreSQL ([`on_postgres`]).
+    _database: Option<pg::Database>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), canopy::server::ServeError>>>,
 }
@@ -42,29 +46,103 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// The variable that runs the end-to-end tests on PostgreSQL: `CANOPY_TEST_STORE=postgres`
+/// (with [`pg::SERVER_VAR`] naming the server) gives every server the tests start with
+/// [`Canopy::start`] or [`Canopy::start_in`] a database of its own instead of the embedded
+/// store. `scripts/test` runs the end-to-end modules a second time so.
+pub const STORE_VAR: &str = "CANOPY_TEST_STORE";
+
+/// Whether this run's servers keep their data in PostgreSQL (see [`STORE_VAR`]).
+pub fn on_postgres() -> bool {
+    match std::env::var(STORE_VAR).as_deref() {
+        Ok("postgres") => true,
+        Ok("sled") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("{STORE_VAR} is `{other}`: `postgres` or `sled`"),
+    }
+}
+
+/// The database of a data directory when the suite runs on PostgreSQL: made the first time,
+/// the same one when a server is restarted on the directory. Kept until the run ends (the
+/// throwaway server goes with it).
+pub fn database_of(dir: &Path) -> String {
+    static DATABASES: std::sync::Mutex<Vec<(std::path::PathBuf, pg::Database)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut databases = DATABASES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, database)) = databases.iter().find(|(d, _)| d == dir) {
+        return database.url.clone();
+    }
+    let server = pg::server().unwrap_or_else(|| panic!("{STORE_VAR}=postgres needs a server"));
+    let database = pg::Database::create(&server);
+    let url = database.url.clone();
+    databases.push((dir.to_owned(), database));
+    url
+}
+
 impl Canopy {
-    /// A server on a fresh data directory; `tweak` adjusts the test settings.
+    /// A server on a fresh data directory (and a fresh database when the suite runs on
+    /// PostgreSQL); `tweak` adjusts the test settings.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Canopy {
         let dir = tempfile::tempdir().unwrap();
-        let mut canopy = Canopy::start_in(dir.path(), tweak).await;
+        let database = on_postgres().then(|| {
+            let server =
+                pg::server().unwrap_or_else(|| panic!("{STORE_VAR}=postgres needs a server"));
+            pg::Database::create(&server)
+        });
+        let url = database.as_ref().map(|d| d.url.clone());
+        let mut canopy = Canopy::launch(dir.path(), url, Clock::system(), tweak).await;
+        canopy._dir = Some(dir);
+        canopy._database = database;
+        canopy
+    }
+
+    /// [`Canopy::start`] on `clock` (a manual one the test moves).
+    pub async fn start_on_clock(clock: Clock, tweak: impl FnOnce(&mut Config)) -> Canopy {
+        let dir = tempfile::tempdir().unwrap();
+        let url = on_postgres().then(|| database_of(dir.path()));
+        let mut canopy = Canopy::launch(dir.path(), url, clock, tweak).await;
         canopy._dir = Some(dir);
         canopy
     }
 
-    /// A server on `dir` (which outlives it).
+    /// A server on `dir` (which outlives it), restarted on the same data when `dir` was
+    /// used before — in PostgreSQL, the directory's database.
     pub async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Canopy {
+        let url = on_postgres().then(|| database_of(dir));
+        Canopy::launch(dir, url, Clock::system(), tweak).await
+    }
+
+    /// A server on the embedded store in `dir`, whatever the run's store (tests of the data
+    /// directory itself).
+    pub async fn start_on_sled(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Canopy {
+        Canopy::launch(dir, None, Clock::system(), tweak).await
+    }
+
+    /// A server on `dir` and `clock`, its store in PostgreSQL at `database` when given.
+    pub async fn launch(
+        dir: &Path,
+        database: Option<String>,
+        clock: Clock,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Canopy {
         let mut config = test_config(dir);
+        config.store = database.map(canopy::crypto::secret::SecretValue::new);
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(canopy::run(Arc::new(config), listener, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(canopy::server::run_on(
+            clock,
+            Arc::new(config),
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let canopy = Canopy {
             url,
             client: reqwest::Client::new(),
             _dir: None,
+            _database: None,
             stop: Some(stop),
             task: Some(task),
         };
@@ -135,8 +213,17 @@ impl Canopy {
     }
 
     pub async fn delivery(&self, id: &str) -> Value {
+        self.delivery_in("default", id).await
+    }
+
+    /// A delivery of a shop, with its attempts.
+    pub async fn delivery_in(&self, shop: &str, id: &str) -> Value {
         let (status, delivery) = self
-            .admin(Method::GET, &format!("/v1/deliveries/{id}"), None)
+            .admin(
+                Method::GET,
+                &format!("/v1/shops/{shop}/deliveries/{id}"),
+                None,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{delivery}");
         delivery
@@ -144,9 +231,14 @@ impl Canopy {
 
     /// Waits until the delivery has `status`, and returns it with its attempts.
     pub async fn delivery_with_status(&self, id: &str, status: &str) -> Value {
+        self.delivery_with_status_in("default", id, status).await
+    }
+
+    /// Waits until a shop's delivery has `status`, and returns it with its attempts.
+    pub async fn delivery_with_status_in(&self, shop: &str, id: &str, status: &str) -> Value {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let delivery = self.delivery(id).await;
+            let delivery = self.delivery_in(shop, id).await;
             if delivery["status"] == status {
                 return delivery;
             }
@@ -156,6 +248,17 @@ impl Canopy {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        response.text().await.unwrap()
     }
 
     /// Ingests one event and returns the id of its only delivery.

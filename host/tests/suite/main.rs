@@ -11,12 +11,14 @@ mod faults;
 mod fuzz;
 mod hardening;
 mod harness;
+mod migrate_store;
 mod pipeline;
 mod runtime;
 mod server;
 mod shops;
 mod store;
 mod swap;
+mod time;
 mod ui;
 
 use std::sync::Arc;

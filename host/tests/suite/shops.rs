@@ -18,7 +18,7 @@ use crate::harness::{Canopy, PATIENCE, accepting, fresh, received, webhook};
 
 impl Canopy {
     /// Creates a shop as the platform admin.
-    async fn shop(&self, id: &str) {
+    pub async fn shop(&self, id: &str) {
         let (status, shop) = self
             .admin(
                 Method::POST,
@@ -30,7 +30,7 @@ impl Canopy {
     }
 
     /// A new token of a shop, as the platform admin: its secret.
-    async fn token(&self, shop: &str, kind: &str) -> String {
+    pub async fn token(&self, shop: &str, kind: &str) -> String {
         let (status, token) = self
             .admin(
                 Method::POST,
@@ -43,7 +43,7 @@ impl Canopy {
     }
 
     /// Creates an integration in a shop and returns its id.
-    async fn integration_in(&self, shop: &str, body: Value) -> String {
+    pub async fn integration_in(&self, shop: &str, body: Value) -> String {
         let (status, created) = self
             .admin(
                 Method::POST,
@@ -559,7 +559,8 @@ fn previous_release_data() -> (tempfile::TempDir, Value) {
 #[tokio::test]
 async fn the_previous_releases_data_moves_into_the_default_shop() {
     let (dir, manifest) = previous_release_data();
-    let canopy = Canopy::start_in(dir.path(), |c| c.delivery.retry_schedule = "1h".into()).await;
+    let canopy =
+        Canopy::start_on_sled(dir.path(), |c| c.delivery.retry_schedule = "1h".into()).await;
 
     let (_, list) = canopy.admin(Method::GET, "/v1/integrations", None).await;
     let integrations: HashMap<String, Value> = list["integrations"]
@@ -694,7 +695,7 @@ async fn the_previous_releases_data_moves_into_the_default_shop() {
     canopy.stop().await;
 
     // Once: a second start finds the new format and changes nothing.
-    let canopy = Canopy::start_in(dir.path(), |_| {}).await;
+    let canopy = Canopy::start_on_sled(dir.path(), |_| {}).await;
     let (_, again) = canopy
         .admin(Method::GET, "/v1/deliveries?limit=100", None)
         .await;
@@ -876,10 +877,14 @@ mod no_leak {
         SERVER.get_or_init(|| {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let dir = tempfile::tempdir().unwrap();
+            let mut config = test_config(dir.path());
+            if crate::harness::on_postgres() {
+                config.store = Some(canopy::crypto::secret::SecretValue::new(
+                    crate::harness::database_of(dir.path()),
+                ));
+            }
             let app = runtime
-                .block_on(canopy::app::App::open(std::sync::Arc::new(test_config(
-                    dir.path(),
-                ))))
+                .block_on(canopy::app::App::open(std::sync::Arc::new(config)))
                 .unwrap();
             Server {
                 app: canopy::server::app(app),

@@ -24,6 +24,7 @@
 //!   sealed bytes.
 
 mod claim;
+mod import;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -469,25 +470,83 @@ impl PgStore {
         .execute(&mut **tx)
         .await?;
         for d in &new.deliveries {
-            sqlx::query(
-                "INSERT INTO deliveries (id, day, shop, event_id, integration_id, event, status, \
-                   customer_email, customer_name, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(d.id)
-            .bind(day)
-            .bind(&d.shop)
-            .bind(d.event_id)
-            .bind(d.integration_id)
-            .bind(&d.event)
-            .bind(d.status.as_str())
-            .bind(&d.customer_email)
-            .bind(&d.customer_name)
-            .bind(encode(d))
-            .execute(&mut **tx)
-            .await?;
-            Self::put_queue(tx, d, day).await?;
+            Self::insert_delivery(tx, d, day).await?;
         }
         Ok(true)
+    }
+
+    /// Stores an attempt of a delivery, under the delivery's day.
+    async fn insert_attempt(
+        tx: &mut Tx,
+        delivery: Uuid,
+        attempt: &Attempt,
+        day: i32,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, number, day, record) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(delivery)
+        .bind(attempt.number as i32)
+        .bind(day)
+        .bind(encode(attempt))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn put_stats(
+        tx: &mut Tx,
+        integration: Uuid,
+        bucket: Timestamp,
+        stats: &AttemptStats,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stats (integration_id, bucket, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (integration_id, bucket) DO UPDATE SET record = EXCLUDED.record",
+        )
+        .bind(integration)
+        .bind(ms(bucket))
+        .bind(encode(stats))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn put_last(
+        tx: &mut Tx,
+        integration: Uuid,
+        last: &LastOutcomes,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO last_outcomes (integration_id, record) VALUES ($1, $2) \
+             ON CONFLICT (integration_id) DO UPDATE SET record = EXCLUDED.record",
+        )
+        .bind(integration)
+        .bind(encode(last))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Stores a new delivery under `day` (its event's), with its queue row if it is open.
+    async fn insert_delivery(tx: &mut Tx, d: &Delivery, day: i32) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO deliveries (id, day, shop, event_id, integration_id, event, status, \
+               customer_email, customer_name, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(d.id)
+        .bind(day)
+        .bind(&d.shop)
+        .bind(d.event_id)
+        .bind(d.integration_id)
+        .bind(&d.event)
+        .bind(d.status.as_str())
+        .bind(&d.customer_email)
+        .bind(&d.customer_name)
+        .bind(encode(d))
+        .execute(&mut **tx)
+        .await?;
+        Self::put_queue(tx, d, day).await
     }
 }
 
@@ -928,15 +987,7 @@ impl Store for PgStore {
             None => AttemptStats::default(),
         };
         stats.add(outcome.signal, attempt.duration_ms);
-        sqlx::query(
-            "INSERT INTO stats (integration_id, bucket, record) VALUES ($1, $2, $3) \
-             ON CONFLICT (integration_id, bucket) DO UPDATE SET record = EXCLUDED.record",
-        )
-        .bind(d.integration_id)
-        .bind(ms(bucket))
-        .bind(encode(&stats))
-        .execute(&mut *tx)
-        .await?;
+        Self::put_stats(&mut tx, d.integration_id, bucket, &stats).await?;
         if outcome.signal != Signal::Neutral {
             let row = sqlx::query(
                 "SELECT record FROM last_outcomes WHERE integration_id = $1 FOR UPDATE",
@@ -949,27 +1000,12 @@ impl Store for PgStore {
                 None => LastOutcomes::default(),
             };
             last.observe(outcome.signal, now);
-            sqlx::query(
-                "INSERT INTO last_outcomes (integration_id, record) VALUES ($1, $2) \
-                 ON CONFLICT (integration_id) DO UPDATE SET record = EXCLUDED.record",
-            )
-            .bind(d.integration_id)
-            .bind(encode(&last))
-            .execute(&mut *tx)
-            .await?;
+            Self::put_last(&mut tx, d.integration_id, &last).await?;
         }
         let mut attempt = attempt;
         attempt.outcome = outcome.status;
         d.record(&attempt, outcome, now);
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, number, day, record) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(d.id)
-        .bind(attempt.number as i32)
-        .bind(day)
-        .bind(encode(&attempt))
-        .execute(&mut *tx)
-        .await?;
+        Self::insert_attempt(&mut tx, d.id, &attempt, day).await?;
         Self::put_delivery(&mut tx, &d, day).await?;
         tx.commit().await?;
         Ok(Recorded {
@@ -1020,23 +1056,24 @@ impl Store for PgStore {
     }
 
     async fn delivery(&self, shop: &str, id: Uuid) -> Result<Option<DeliveryDetail>, StoreError> {
-        let row = sqlx::query("SELECT record FROM deliveries WHERE id = $1 AND shop = $2")
-            .bind(id)
-            .bind(shop)
-            .fetch_optional(&self.pool)
-            .await?;
+        // One statement, so the delivery and its attempts come from one snapshot.
+        let row = sqlx::query(
+            "SELECT d.record, ARRAY(SELECT a.record FROM attempts a \
+               WHERE a.delivery_id = d.id ORDER BY a.number) \
+             FROM deliveries d WHERE d.id = $1 AND d.shop = $2",
+        )
+        .bind(id)
+        .bind(shop)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else {
             return Ok(None);
         };
         let delivery: Delivery = decode(row.get::<&str, _>(0), "delivery")?;
-        let rows =
-            sqlx::query("SELECT record FROM attempts WHERE delivery_id = $1 ORDER BY number")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-        let attempts = rows
+        let attempts = row
+            .get::<Vec<String>, _>(1)
             .iter()
-            .map(|r| decode(r.get::<&str, _>(0), "attempt"))
+            .map(|a| decode(a, "attempt"))
             .collect::<Result<_, _>>()?;
         Ok(Some(DeliveryDetail { delivery, attempts }))
     }

@@ -62,6 +62,7 @@ pub const COMPONENT: u8 = b'W';
 pub const FORMAT: &str = "2";
 pub const FORMAT_META: &str = "store-format";
 pub const ACTIVE_PREFIX: &str = "plugin-active:";
+pub const REMOVED_PREFIX: &str = "plugin-removed:";
 
 pub fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + rest.len());
@@ -202,7 +203,7 @@ pub fn active_key(plugin: &str) -> Vec<u8> {
 }
 
 pub fn removed_key(plugin: &str) -> Vec<u8> {
-    key(META, format!("plugin-removed:{plugin}").as_bytes())
+    key(META, format!("{REMOVED_PREFIX}{plugin}").as_bytes())
 }
 
 /// The id (delivery, event, integration) that ends a key.

@@ -15,6 +15,7 @@
 //! rate limit never stands in front of another's work, and one that may not start anything
 //! now is not touched at all.
 
+mod export;
 mod keys;
 mod migrate;
 
@@ -58,6 +59,8 @@ const ROOM_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 const FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Size of the file [`Store::recover`] writes to find out whether the disk has room again.
 const PROBE_BYTES: usize = 1 << 20;
+/// How often a read of a delivery with its attempts is tried again when a write came between.
+const READ_AGAIN: usize = 8;
 /// Metadata key the health check writes (a write is what finds a broken engine).
 const HEALTH_PROBE: &str = "health-probe";
 /// How long a reopen waits for the previous engine's last handles (its file lock) to go.
@@ -1126,16 +1129,26 @@ impl Store for SledStore {
     }
 
     async fn delivery(&self, shop: &str, id: Uuid) -> Result<Option<DeliveryDetail>, StoreError> {
-        let Some(delivery) = self.delivery_record(id)?.filter(|d| d.shop == shop) else {
-            return Ok(None);
-        };
-        let attempts = self
-            .db()?
-            .scan_prefix(key(ATTEMPT, id.as_bytes()))
-            .values()
-            .map(|v| decode(&v?, "attempt"))
-            .collect::<Result<_, _>>()?;
-        Ok(Some(DeliveryDetail { delivery, attempts }))
+        // An attempt recorded between the two reads (its batch writes both) shows as more
+        // attempts than the delivery counts: read again, so the two agree.
+        for _ in 0..READ_AGAIN {
+            let Some(delivery) = self.delivery_record(id)?.filter(|d| d.shop == shop) else {
+                return Ok(None);
+            };
+            let attempts: Vec<Attempt> = self
+                .db()?
+                .scan_prefix(key(ATTEMPT, id.as_bytes()))
+                .values()
+                .map(|v| decode(&v?, "attempt"))
+                .collect::<Result<_, _>>()?;
+            if attempts.len() as u64 <= u64::from(delivery.attempts) {
+                return Ok(Some(DeliveryDetail { delivery, attempts }));
+            }
+        }
+        Err(StoreError::Corrupt {
+            what: "delivery",
+            detail: format!("{id} has more attempts stored than it counts"),
+        })
     }
 
     async fn deliveries(
