@@ -5,13 +5,16 @@
 //!   fixed offered rate, and recovery with 100,000 pending deliveries (see `pipeline.rs`);
 //! - `fairness`: one shop's events while another shop's destination hangs or is throttled,
 //!   beside the same with that destination healthy (see `fairness.rs`);
-//! - `transform`: each plugin's per-event transform cost in Wasm versus native.
+//! - `transform`: each plugin's per-event transform cost in Wasm versus native;
+//! - `postgres`: the same workload on sled and on PostgreSQL with 1, 2 and 3 nodes, and
+//!   `migrate-store`'s speed (see `postgres.rs`).
 //!
-//! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`, `fairness`) runs one
-//! part.
+//! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`, `fairness`, `postgres`)
+//! runs one part.
 
 mod fairness;
 mod pipeline;
+mod postgres;
 mod transform;
 
 fn main() {
@@ -23,8 +26,8 @@ fn main() {
     let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     for part in &parts {
         assert!(
-            ["pipeline", "fairness", "transform"].contains(&part.as_str()),
-            "unknown part `{part}`: pipeline, fairness or transform"
+            ["pipeline", "fairness", "transform", "postgres"].contains(&part.as_str()),
+            "unknown part `{part}`: pipeline, fairness, transform or postgres"
         );
     }
     println!("{}", machine());
@@ -36,6 +39,9 @@ fn main() {
     }
     if wanted("transform") {
         transform::run();
+    }
+    if wanted("postgres") {
+        postgres::run();
     }
 }
 

@@ -227,7 +227,12 @@ async fn bench() {
 }
 
 /// The baseline: `concurrency` tasks POST the bodies in turn over one pooled client.
-async fn forward(client: &reqwest::Client, url: &str, bodies: Vec<String>, concurrency: usize) {
+pub(crate) async fn forward(
+    client: &reqwest::Client,
+    url: &str,
+    bodies: Vec<String>,
+    concurrency: usize,
+) {
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = JoinSet::new();
@@ -399,7 +404,7 @@ impl Server {
     /// A webhook integration for every event type, signed with a generated secret, allowed as
     /// many attempts in flight as the server has workers (one integration is the whole load
     /// here; its default cap of 10 is for sharing workers fairly).
-    async fn webhook(&self, url: &str) {
+    pub(crate) async fn webhook(&self, url: &str) {
         let response = self
             .client
             .post(format!("{}/v1/integrations", self.url))

@@ -496,7 +496,6 @@ pub async fn seen_ids(receiver: &MockServer) -> HashSet<String> {
 /// the tests need no PostgreSQL client of their own.
 pub mod pg {
     use std::io::Write;
-    use std::path::{Path, PathBuf};
     use std::process::Command;
     use std::sync::Once;
 
@@ -577,7 +576,7 @@ pub mod pg {
     }
 
     fn run(url: &str, sql: &str) -> Result<String, String> {
-        let output = Command::new(program())
+        let output = Command::new(canopy_test_support::psql())
             .args([
                 "-X",
                 "-q",
@@ -597,32 +596,5 @@ pub mod pg {
             return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    }
-
-    /// psql: on the PATH, else the newest in Debian's `/usr/lib/postgresql/<major>/bin`.
-    fn program() -> PathBuf {
-        let on_path = std::env::var_os("PATH").and_then(|path| {
-            std::env::split_paths(&path)
-                .map(|dir| dir.join("psql"))
-                .find(|p| p.is_file())
-        });
-        let debian = || {
-            std::fs::read_dir("/usr/lib/postgresql")
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|entry| entry.path())
-                .filter(|dir| dir.join("bin/psql").is_file())
-                .max_by_key(|dir| major(dir))
-                .map(|dir| dir.join("bin/psql"))
-        };
-        on_path.or_else(debian).unwrap_or_else(|| "psql".into())
-    }
-
-    /// The major version a directory such as `/usr/lib/postgresql/15` is named after.
-    fn major(dir: &Path) -> u32 {
-        dir.file_name()
-            .and_then(|name| name.to_str()?.split('.').next()?.parse().ok())
-            .unwrap_or(0)
     }
 }

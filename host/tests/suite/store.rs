@@ -110,6 +110,7 @@ conformance! {
     leases_hide_claimed_work_until_they_expire,
     claims_are_fenced_by_their_lease,
     an_expired_lease_records_until_another_claim_takes_it,
+    outcomes_recorded_at_once_are_each_fenced_and_all_kept,
     claims_take_turns_across_shops_and_integrations_within_caps,
     work_its_rate_limit_refuses_stays_queued_and_says_when_to_look_again,
     a_rate_limit_holds_across_handles_on_the_same_data,
@@ -481,6 +482,73 @@ async fn claims_are_fenced_by_their_lease(backend: &Backend) {
         [released.id],
         "only the released one is due"
     );
+}
+
+/// Many workers record at once (PostgreSQL writes such outcomes together, in one
+/// transaction): every current lease's outcome is kept with its attempt and counted in the
+/// statistics, and a lost lease among them is refused alone.
+async fn outcomes_recorded_at_once_are_each_fenced_and_all_kept(backend: &Backend) {
+    let (_data, store) = backend.open().await;
+    let hooks = [integration(true), integration(true)].map(|mut hook| {
+        hook.max_in_flight = Some(32);
+        hook
+    });
+    for hook in &hooks {
+        store.create_integration(hook).await.unwrap();
+    }
+    let events: Vec<NewEvent> = (0..20).map(|_| event(&[&hooks[0], &hooks[1]])).collect();
+    store.insert_events(events).await.unwrap();
+    let t0 = Timestamp::now();
+    let stale = store
+        .claim_due(t0, 1, after(t0, 1), &AdmitAll)
+        .await
+        .unwrap()
+        .claimed;
+    let t1 = after(t0, 2);
+    let held = claim(&*store, t1, 40).await;
+    assert_eq!(held.len(), 40);
+    assert!(held.iter().any(|d| d.id == stale[0].id), "taken over");
+
+    let mut writes = tokio::task::JoinSet::new();
+    for d in held.iter().chain(&stale) {
+        let (store, lease) = (store.clone(), lease(d));
+        writes.spawn(async move {
+            let result = store
+                .record_attempt(
+                    lease,
+                    attempt(1, DeliveryStatus::Succeeded),
+                    succeeded(),
+                    t1,
+                    5,
+                )
+                .await;
+            (lease, result)
+        });
+    }
+    let results = writes.join_all().await;
+    for (lease, result) in &results {
+        if *lease == self::lease(&stale[0]) {
+            assert!(
+                matches!(result, Err(StoreError::LeaseLost(id)) if *id == lease.delivery),
+                "{result:?}"
+            );
+        } else {
+            assert_eq!(result.as_ref().unwrap().status, DeliveryStatus::Succeeded);
+        }
+    }
+    for d in &held {
+        let now = detail(&*store, SHOP, d.id).await;
+        assert_eq!(now.delivery.status, DeliveryStatus::Succeeded);
+        assert_eq!(now.attempts.len(), 1, "one attempt, the current lease's");
+    }
+    for hook in &hooks {
+        let health = store
+            .integration_health(SHOP, hook.id, t1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(health.last_hour.attempts, 20, "{health:?}");
+    }
 }
 
 /// Expiry alone takes nothing away: until another claim takes the delivery, its worker's

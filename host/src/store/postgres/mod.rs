@@ -2,15 +2,18 @@
 //! The schema is in `host/migrations/` (versioned, embedded, run at start; a database whose
 //! schema is newer than the binary is refused with a clear error).
 //!
-//! - Every trait call is one transaction; the rules are the model's (the same functions the
-//!   embedded store calls), applied to rows read `FOR UPDATE` inside it.
+//! - Every trait call is one transaction, but attempt outcomes, which many workers record at
+//!   once: those are written together, many to a transaction ([`outcomes`]). The rules are the
+//!   model's (the same functions the embedded store calls), applied to rows read `FOR UPDATE`
+//!   inside the transaction.
 //! - Open work (queued, held, paused) is in the small `queue` table, beside its record in the
-//!   `deliveries` log. A claim locks the integrations that have due work with
-//!   `FOR UPDATE SKIP LOCKED` — two nodes never claim for the same integration at once, and
-//!   neither waits for the other — counts each one's unexpired leases (its in-flight cap holds
-//!   across nodes), applies the rate limit with the pace kept in the integration's row (so a
-//!   limit holds across nodes too), and takes due work round-robin across shops and their
-//!   integrations, as the embedded store does. A claim writes a new lease token; recording,
+//!   `deliveries` log. A claim takes the integrations that have due work each under a
+//!   transaction-scoped advisory lock it only *tries* (`SKIP LOCKED` without locking the
+//!   integration's row: see [`claim`]) — two nodes never claim for the same integration at
+//!   once, and neither waits for the other — counts each one's unexpired leases (its
+//!   in-flight cap holds across nodes), applies the rate limit with the pace kept in the
+//!   integration's row (so a limit holds across nodes too), and takes due work round-robin
+//!   across shops and their integrations, as the embedded store does. A claim writes a new lease token; recording,
 //!   releasing or pausing checks it (fenced). Expired leases are simply due again.
 //! - Writes that make work claimable, and plugin changes, `NOTIFY` the other nodes (one
 //!   notification per transaction); a listener turns them into this node's [`Signals`]. The
@@ -25,6 +28,7 @@
 
 mod claim;
 mod import;
+mod outcomes;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -69,6 +73,9 @@ pub struct PgStore {
     /// Where the last claim's round-robin stopped (per node; see `claim`).
     rotation: Mutex<super::fair::Rotation>,
     listener: tokio::task::AbortHandle,
+    /// Attempt outcomes waiting for the writer, and the writer (see `outcomes`).
+    outcomes: outcomes::Queue,
+    writer: tokio::task::AbortHandle,
     /// The database, for messages (no password).
     location: String,
 }
@@ -76,6 +83,7 @@ pub struct PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.listener.abort();
+        self.writer.abort();
     }
 }
 
@@ -152,12 +160,15 @@ impl PgStore {
         })?;
         let signals = Arc::new(Signals::default());
         let listener = listen(&pool, signals.clone()).await?;
+        let (outcomes, writer) = outcomes::start(pool.clone());
         let store = PgStore {
             pool,
             signals,
             partitions: Mutex::default(),
             rotation: Mutex::default(),
             listener,
+            outcomes,
+            writer,
             location,
         };
         let default = Shop::new(DEFAULT_SHOP, "Default shop", Timestamp::now());
@@ -473,6 +484,71 @@ impl PgStore {
             Self::insert_delivery(tx, d, day).await?;
         }
         Ok(true)
+    }
+
+    /// Records an attempt of a leased delivery inside `tx` (see [`Store::record_attempt`]):
+    /// [`StoreError::LeaseLost`] before anything is written when `lease` is not its own.
+    async fn record_in(
+        tx: &mut Tx,
+        lease: &Lease,
+        attempt: &Attempt,
+        outcome: &Outcome,
+        now: Timestamp,
+        auto_disable_after: u32,
+    ) -> Result<Recorded, StoreError> {
+        let (mut d, day) = Self::leased(tx, lease).await?;
+        let mut outcome = outcome.clone();
+        let mut integration_disabled = false;
+        if let Some(mut integration) = Self::integration_for_update(tx, d.integration_id).await? {
+            let before = integration.clone();
+            integration_disabled = integration.observe(
+                outcome.signal,
+                auto_disable_after,
+                now,
+                outcome.error.as_deref(),
+            );
+            outcome = outcome.held_while_disabled(&integration);
+            if integration != before {
+                Self::put_integration(tx, &integration).await?;
+            }
+        }
+        let bucket = stats_bucket(now);
+        let row = sqlx::query(
+            "SELECT record FROM stats WHERE integration_id = $1 AND bucket = $2 FOR UPDATE",
+        )
+        .bind(d.integration_id)
+        .bind(ms(bucket))
+        .fetch_optional(&mut **tx)
+        .await?;
+        let mut stats: AttemptStats = match row {
+            Some(r) => decode(r.get::<&str, _>(0), "statistics")?,
+            None => AttemptStats::default(),
+        };
+        stats.add(outcome.signal, attempt.duration_ms);
+        Self::put_stats(tx, d.integration_id, bucket, &stats).await?;
+        if outcome.signal != Signal::Neutral {
+            let row = sqlx::query(
+                "SELECT record FROM last_outcomes WHERE integration_id = $1 FOR UPDATE",
+            )
+            .bind(d.integration_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let mut last: LastOutcomes = match row {
+                Some(r) => decode(r.get::<&str, _>(0), "last outcomes")?,
+                None => LastOutcomes::default(),
+            };
+            last.observe(outcome.signal, now);
+            Self::put_last(tx, d.integration_id, &last).await?;
+        }
+        let mut attempt = attempt.clone();
+        attempt.outcome = outcome.status;
+        d.record(&attempt, outcome, now);
+        Self::insert_attempt(tx, d.id, &attempt, day).await?;
+        Self::put_delivery(tx, &d, day).await?;
+        Ok(Recorded {
+            status: d.status,
+            integration_disabled,
+        })
     }
 
     /// Stores an attempt of a delivery, under the delivery's day.
@@ -955,63 +1031,19 @@ impl Store for PgStore {
         now: Timestamp,
         auto_disable_after: u32,
     ) -> Result<Recorded, StoreError> {
-        let mut tx = self.begin().await?;
-        let (mut d, day) = Self::leased(&mut tx, &lease).await?;
-        let mut outcome = outcome;
-        let mut integration_disabled = false;
-        if let Some(mut integration) =
-            Self::integration_for_update(&mut tx, d.integration_id).await?
-        {
-            let before = integration.clone();
-            integration_disabled = integration.observe(
-                outcome.signal,
-                auto_disable_after,
-                now,
-                outcome.error.as_deref(),
-            );
-            outcome = outcome.held_while_disabled(&integration);
-            if integration != before {
-                Self::put_integration(&mut tx, &integration).await?;
-            }
-        }
-        let bucket = stats_bucket(now);
-        let row = sqlx::query(
-            "SELECT record FROM stats WHERE integration_id = $1 AND bucket = $2 FOR UPDATE",
-        )
-        .bind(d.integration_id)
-        .bind(ms(bucket))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let mut stats: AttemptStats = match row {
-            Some(r) => decode(r.get::<&str, _>(0), "statistics")?,
-            None => AttemptStats::default(),
+        // Written with the other outcomes queued meanwhile (see `outcomes`).
+        let (done, result) = tokio::sync::oneshot::channel();
+        let pending = outcomes::Pending {
+            lease,
+            attempt,
+            outcome,
+            now,
+            auto_disable_after,
+            done,
         };
-        stats.add(outcome.signal, attempt.duration_ms);
-        Self::put_stats(&mut tx, d.integration_id, bucket, &stats).await?;
-        if outcome.signal != Signal::Neutral {
-            let row = sqlx::query(
-                "SELECT record FROM last_outcomes WHERE integration_id = $1 FOR UPDATE",
-            )
-            .bind(d.integration_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let mut last: LastOutcomes = match row {
-                Some(r) => decode(r.get::<&str, _>(0), "last outcomes")?,
-                None => LastOutcomes::default(),
-            };
-            last.observe(outcome.signal, now);
-            Self::put_last(&mut tx, d.integration_id, &last).await?;
-        }
-        let mut attempt = attempt;
-        attempt.outcome = outcome.status;
-        d.record(&attempt, outcome, now);
-        Self::insert_attempt(&mut tx, d.id, &attempt, day).await?;
-        Self::put_delivery(&mut tx, &d, day).await?;
-        tx.commit().await?;
-        Ok(Recorded {
-            status: d.status,
-            integration_disabled,
-        })
+        let gone = || StoreError::Unavailable("the outcome writer has stopped".into());
+        self.outcomes.send(pending).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 
     async fn requeue(&self, shop: &str, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {
