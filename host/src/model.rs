@@ -110,15 +110,21 @@ pub fn new_id() -> Uuid {
 /// A new time-ordered id that carries `at`, the creation time of what it names on the
 /// application's clock. The purge and the log's date filters read a delivery's creation time
 /// back from its id, so it must be the clock's, not the system's (the two differ under a
-/// test's manual clock). Ids made in one process for the same millisecond still increase.
+/// test's manual clock). Ids made in one process increase while `at` does not go back (one
+/// clock); an `at` earlier than one already used (another clock in the same process, as in
+/// the tests) still gets exactly its own time, with random low bits.
 pub fn new_id_at(at: Timestamp) -> Uuid {
-    static CONTEXT: std::sync::Mutex<uuid::ContextV7> =
-        std::sync::Mutex::new(uuid::ContextV7::new());
-    Uuid::new_v7(uuid::Timestamp::from_unix(
-        &CONTEXT,
-        at.0 / 1_000,
-        (at.0 % 1_000) as u32 * 1_000_000,
-    ))
+    /// The latest time ids were made for, and the counter that orders ids within it.
+    static LATEST: std::sync::Mutex<(u64, uuid::ContextV7)> =
+        std::sync::Mutex::new((0, uuid::ContextV7::new()));
+    let (seconds, nanos) = (at.0 / 1_000, (at.0 % 1_000) as u32 * 1_000_000);
+    let mut latest = LATEST.lock().unwrap_or_else(|p| p.into_inner());
+    if at.0 < latest.0 {
+        drop(latest);
+        return Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, seconds, nanos));
+    }
+    latest.0 = at.0;
+    Uuid::new_v7(uuid::Timestamp::from_unix(&latest.1, seconds, nanos))
 }
 
 /// The smallest and largest UUIDv7 created within the millisecond `at`: bounds of a date range
@@ -1114,5 +1120,8 @@ mod tests {
         let later = new_id_at(Timestamp(at.0 + 86_400_000));
         assert_eq!(Timestamp::of_id(later), Timestamp(at.0 + 86_400_000));
         assert!(later > ids[999]);
+        // Another clock, behind: its own time all the same.
+        let behind = new_id_at(Timestamp(at.0 - 60_000));
+        assert_eq!(Timestamp::of_id(behind), Timestamp(at.0 - 60_000));
     }
 }

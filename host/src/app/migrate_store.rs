@@ -4,10 +4,12 @@
 //! as the data directory.
 //!
 //! The server must be stopped first (sled's directory lock refuses a second process, so a
-//! running server is reported, not raced). The data directory is only read; it stays usable
-//! until the move is checked. A move that fails part-way leaves a partial database: drop it,
-//! create it again and run the command again (the command refuses a database that holds
-//! data, so nothing is ever merged).
+//! running server is reported, not raced). The data directory is opened as a start of this
+//! release opens it — a directory of an older format is upgraded, the leases of the stopped
+//! server end — and otherwise only read: it stays usable by this release. A move that fails
+//! part-way leaves a partial database: drop it, create it again and run the command again
+//! (the command refuses a database that holds data, Canopy's or another application's, so
+//! nothing is ever merged).
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,9 @@ pub async fn migrate_store(
         return Err(MigrateError::NoDataDir(from.to_owned()));
     }
     let source = SledStore::open(&dir).map_err(|e| MigrateError::Source(from.to_owned(), e))?;
+    if PgStore::holds_other_tables(to).await? {
+        return Err(MigrateError::NotEmpty(redacted(to)));
+    }
     let target = PgStore::connect(to).await?;
     if !target.is_empty().await? {
         return Err(MigrateError::NotEmpty(redacted(to)));

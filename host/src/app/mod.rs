@@ -320,8 +320,15 @@ pub async fn rotate_key(
     current: &MasterKey,
     new: &MasterKey,
 ) -> Result<Rotated, ServeError> {
-    let store: Box<dyn Store> = match store {
-        Some(url) => Box::new(PgStore::connect(url).await?),
+    let store: Box<dyn Store> = match store.filter(|url| !url.trim().is_empty()) {
+        Some(url) if is_postgres(url) => Box::new(PgStore::connect(url).await?),
+        Some(_) => {
+            return Err(ServeError::Config(
+                "--store / CANOPY_STORE must be a PostgreSQL URL (postgres://…); leave it unset \
+                 for the data directory's store"
+                    .into(),
+            ));
+        }
         None => Box::new(SledStore::open(&data_dir.join(STORE_DIR))?),
     };
     match store.meta(KEY_FINGERPRINT).await? {

@@ -136,7 +136,11 @@ impl Scheduler {
             tokio::select! {
                 _ = store.signals().work() => {}
                 _ = self.ended.notified() => {}
-                _ = clock.sleep_until(now.saturating_add(wait.max(MIN_WAIT))) => {}
+                // Until `wait` after the claim's time, and at least MIN_WAIT from now (a
+                // claim that found nothing may itself have taken longer than that).
+                _ = clock.sleep_until(
+                    now.saturating_add(wait).max(clock.now().saturating_add(MIN_WAIT))
+                ) => {}
                 _ = stopping() => {}
             }
         }

@@ -235,6 +235,23 @@ async fn an_install_moves_from_its_data_directory_into_postgresql() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+    // Into another application's database: refused before anything is created in it.
+    let foreign = pg::Database::create(&server);
+    pg::psql(&foreign.url, "CREATE TABLE orders (id integer)");
+    let refused = migrate(dir.path(), &foreign.url);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("already holds data"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        pg::psql(
+            &foreign.url,
+            "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "orders"
+    );
     let missing = migrate(&dir.path().join("nothing"), &database.url);
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("no Canopy data directory"),

@@ -81,7 +81,6 @@ async fn retries_fall_due_on_the_schedule_and_not_a_minute_before() {
         (&json!(0), &json!(1)),
         "{health}"
     );
-    assert_eq!(received(&receiver, 1).await.len(), 1);
     clock.advance(MINUTE);
     let second = with_attempts(&canopy, &id, 2).await;
     assert_eq!(started_at(&second["attempts"][1]), t0.saturating_add(HOUR));
@@ -105,10 +104,11 @@ async fn retries_fall_due_on_the_schedule_and_not_a_minute_before() {
 async fn an_attempt_that_outlives_its_lease_records_nothing_and_the_delivery_is_sent_again() {
     let t0 = Timestamp::now();
     let clock = Clock::manual(t0);
-    // The first request hangs (past the request timeout); the next is answered.
+    // The first request is answered late (after its lease has ended, on the manual clock);
+    // the next at once.
     let receiver = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .up_to_n_times(1)
         .mount(&receiver)
         .await;
@@ -118,7 +118,7 @@ async fn an_attempt_that_outlives_its_lease_records_nothing_and_the_delivery_is_
         .await;
     let canopy = Canopy::start_on_clock(clock.clone(), |c| {
         c.delivery.lease = Some(MINUTE);
-        c.delivery.request_timeout = Duration::from_secs(2);
+        c.delivery.request_timeout = Duration::from_secs(60);
     })
     .await;
     // Signed, so that each request carries its delivery id (`webhook-id`).
@@ -138,7 +138,7 @@ async fn an_attempt_that_outlives_its_lease_records_nothing_and_the_delivery_is_
         .collect();
     assert_eq!(ids, [id.as_str(), id.as_str()], "the same delivery, twice");
     let done = canopy.delivery_with_status(&id, "succeeded").await;
-    // The first attempt ends when its request times out; its outcome is not recorded: the
+    // The first attempt ends when its late answer comes; its outcome is not recorded: the
     // lease it held is lost.
     let deadline = std::time::Instant::now() + PATIENCE;
     while !canopy

@@ -129,6 +129,11 @@ pub(super) async fn claim_due(
         .collect();
     if !paced.is_empty() {
         let (ids, paces): (Vec<Uuid>, Vec<i64>) = paced.into_iter().unzip();
+        // In id order, as the outcome writer locks them (see `outcomes`).
+        sqlx::query("SELECT id FROM integrations WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE integrations i SET pace = u.pace \
              FROM unnest($1::uuid[], $2::bigint[]) AS u(id, pace) WHERE i.id = u.id",

@@ -9,6 +9,31 @@ use crate::store::StoreError;
 use crate::store::transfer::{Counts, Item};
 
 impl PgStore {
+    /// Whether the database at `url` holds tables that are not a Canopy store's (asked before
+    /// [`PgStore::connect`], which would create the store's tables beside them).
+    pub async fn holds_other_tables(url: &str) -> Result<bool, StoreError> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(super::ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to PostgreSQL at {}: {e}",
+                    super::redacted(url)
+                ))
+            })?;
+        let other: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public') \
+               AND NOT EXISTS (SELECT 1 FROM pg_tables \
+                 WHERE schemaname = 'public' AND tablename = '_sqlx_migrations')",
+        )
+        .fetch_one(&pool)
+        .await?;
+        pool.close().await;
+        Ok(other)
+    }
+
     /// Whether the database holds nothing yet but the `default` shop a new database starts
     /// with (an import goes only into such a database, so nothing is merged or overwritten).
     pub async fn is_empty(&self) -> Result<bool, StoreError> {

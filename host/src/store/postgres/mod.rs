@@ -101,12 +101,26 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its password (in the user part or a `password` / `sslpassword`
+/// parameter), for messages.
 pub fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("…"));
+            }
+            let pairs: Vec<(String, String)> = parsed
+                .query_pairs()
+                .map(|(k, v)| {
+                    let hidden = k.to_ascii_lowercase().contains("password");
+                    (
+                        k.into_owned(),
+                        if hidden { "…".into() } else { v.into_owned() },
+                    )
+                })
+                .collect();
+            if !pairs.is_empty() {
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
             }
             parsed.to_string()
         }
@@ -1599,4 +1613,25 @@ fn log_query(
     binds.push(Bind::Int(limit as i64));
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", binds.len()));
     (sql, binds)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_in_messages_keep_no_password() {
+        let shown = super::redacted(
+            "postgres://canopy:s3cret@db:5432/canopy?sslpassword=k3y&sslmode=require",
+        );
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(shown.starts_with("postgres://canopy:"), "{shown}");
+        assert!(shown.contains("@db:5432/canopy?"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert_eq!(
+            super::redacted("not a url"),
+            "the configured PostgreSQL URL"
+        );
+    }
 }

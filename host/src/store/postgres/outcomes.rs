@@ -7,15 +7,20 @@
 //! attempt in flight).
 //!
 //! Each outcome is fenced on its own ([`StoreError::LeaseLost`] for that one, nothing written
-//! for it, the others recorded). Outcomes are applied in delivery-id order, so two nodes'
-//! batches lock rows in the same order. When a batch fails as a whole (a conflict, a
-//! connection lost), its outcomes are written again one by one, so that one bad outcome fails
-//! alone.
+//! for it, the others recorded). A batch first locks the integrations of its deliveries in id
+//! order, then records its outcomes in delivery-id order, so that two nodes' batches (and a
+//! claim, which locks integrations in id order too) take the rows they share in the same
+//! order. When a batch fails for a reason one outcome can cause (a record that does not
+//! decode, a statement refused), its outcomes are written again one by one, so that the bad
+//! one fails alone; when the database is out of reach, or a commit was not confirmed, every
+//! outcome of the batch gets the error at once (the worker waits for the store and tries
+//! again; an outcome whose commit did land is then found recorded: its lease is gone).
 //!
 //! [`Store::record_attempt`]: crate::store::Store::record_attempt
 
 use sqlx::postgres::PgPool;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use super::PgStore;
 use crate::model::*;
@@ -47,19 +52,24 @@ pub(super) fn start(pool: PgPool) -> (Queue, tokio::task::AbortHandle) {
             batch.sort_by_key(|p| p.lease.delivery);
             let results = match write(&pool, &batch).await {
                 Ok(results) => results,
-                Err(error) if batch.len() == 1 => vec![Err(error)],
-                Err(error) => {
+                Err(Failed::Before(
+                    error @ (StoreError::Backend(_) | StoreError::Corrupt { .. }),
+                )) if batch.len() > 1 => {
                     tracing::debug!(%error, outcomes = batch.len(), "a batch of outcomes failed; writing them one by one");
                     let mut results = Vec::with_capacity(batch.len());
                     for pending in &batch {
                         results.push(match write(&pool, std::slice::from_ref(pending)).await {
-                            Ok(mut one) => one.pop().unwrap_or(Err(StoreError::Backend(
-                                "an outcome was not written".into(),
-                            ))),
-                            Err(error) => Err(error),
+                            Ok(mut one) => one.pop().unwrap_or_else(|| {
+                                Err(StoreError::Backend("an outcome was not written".into()))
+                            }),
+                            Err(failed) => Err(failed.into_error()),
                         });
                     }
                     results
+                }
+                Err(failed) => {
+                    let error = failed.into_error();
+                    batch.iter().map(|_| Err(copy(&error))).collect()
                 }
             };
             for (pending, result) in batch.drain(..).zip(results) {
@@ -70,12 +80,55 @@ pub(super) fn start(pool: PgPool) -> (Queue, tokio::task::AbortHandle) {
     (queue, task.abort_handle())
 }
 
-/// Writes `batch` in one transaction: each outcome's result, or the error that failed them all.
+/// Why a batch was not written.
+enum Failed {
+    /// Before its commit: nothing of it was written.
+    Before(StoreError),
+    /// At its commit: it may or may not have been written.
+    Commit(StoreError),
+}
+
+impl Failed {
+    fn into_error(self) -> StoreError {
+        match self {
+            Failed::Before(error) => error,
+            Failed::Commit(error) => StoreError::Unavailable(format!(
+                "the commit of the outcome was not confirmed: {error}"
+            )),
+        }
+    }
+}
+
+/// The same error again, for each outcome of a batch that failed as a whole.
+fn copy(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Backend(m) => StoreError::Backend(m.clone()),
+        StoreError::Corrupt { what, detail } => StoreError::Corrupt {
+            what,
+            detail: detail.clone(),
+        },
+        StoreError::Rejected(m) => StoreError::Rejected(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::LeaseLost(id) => StoreError::LeaseLost(*id),
+    }
+}
+
+/// Writes `batch` (sorted by delivery id) in one transaction: each outcome's result.
 async fn write(
     pool: &PgPool,
     batch: &[Pending],
-) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
-    let mut tx = pool.begin().await?;
+) -> Result<Vec<Result<Recorded, StoreError>>, Failed> {
+    let mut tx = pool.begin().await.map_err(|e| Failed::Before(e.into()))?;
+    let deliveries: Vec<Uuid> = batch.iter().map(|p| p.lease.delivery).collect();
+    sqlx::query(
+        "SELECT id FROM integrations WHERE id IN \
+           (SELECT integration_id FROM deliveries WHERE id = ANY($1)) \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(&deliveries)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| Failed::Before(e.into()))?;
     let mut results = Vec::with_capacity(batch.len());
     for p in batch {
         let recorded = PgStore::record_in(
@@ -90,10 +143,10 @@ async fn write(
         match recorded {
             // Found before anything of it was written: the others go on.
             Err(StoreError::LeaseLost(id)) => results.push(Err(StoreError::LeaseLost(id))),
-            Err(other) => return Err(other),
+            Err(other) => return Err(Failed::Before(other)),
             Ok(recorded) => results.push(Ok(recorded)),
         }
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(|e| Failed::Commit(e.into()))?;
     Ok(results)
 }
