@@ -128,30 +128,14 @@ async fn bench() {
     );
 
     // 3. Latency at a fixed offered rate.
-    receiver.reset();
-    let ids: Vec<Uuid> = (0..LATENCY_EVENTS).map(|_| Uuid::now_v7()).collect();
-    let interval = Duration::from_secs(1) / OFFERED_RATE as u32;
-    let bodies: Vec<String> = ids.iter().map(|id| event(*id).to_string()).collect();
-    let intake = server.intake();
-    let start = Instant::now() + Duration::from_millis(100);
-    let mut requests = JoinSet::new();
-    for (i, body) in bodies.into_iter().enumerate() {
-        let due = start + interval * i as u32;
-        tokio::time::sleep_until(due.into()).await;
-        let send = intake.send(body);
-        requests.spawn(async move {
-            send.await;
-            Instant::now() - due
-        });
-    }
-    let mut acks: Vec<Duration> = requests.join_all().await;
-    receiver.wait_for(LATENCY_EVENTS).await;
-    let arrivals = receiver.arrivals();
-    let mut delivered: Vec<Duration> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| arrivals[id] - (start + interval * i as u32))
+    let events: Vec<(Uuid, String)> = (0..LATENCY_EVENTS)
+        .map(|_| {
+            let id = Uuid::now_v7();
+            (id, event(id).to_string())
+        })
         .collect();
+    let (mut acks, mut delivered) =
+        offered(&receiver, &[server.intake()], events, OFFERED_RATE).await;
     let (ack50, ack99) = percentiles(&mut acks);
     let (del50, del99) = percentiles(&mut delivered);
     println!("latency, {LATENCY_EVENTS} single-event requests offered at {OFFERED_RATE}/s:");
@@ -224,6 +208,42 @@ async fn bench() {
         "  peak RSS, first server while they were ingested      {:>4.0} MB   (bursts of {PENDING_BATCH}-event batches)",
         filling.peak_mb
     );
+}
+
+/// Open loop: single-event ingest requests (`events`: id and body) sent at `rate` per second,
+/// request `i` through `intakes[i % len]`, each timed from when it was due, so a stalled server
+/// cannot hide its backlog. The acknowledgement and ingest → first arrival of each.
+pub(crate) async fn offered(
+    receiver: &Receiver,
+    intakes: &[Intake],
+    events: Vec<(Uuid, String)>,
+    rate: u64,
+) -> (Vec<Duration>, Vec<Duration>) {
+    receiver.reset();
+    let interval = Duration::from_secs(1) / rate as u32;
+    let start = Instant::now() + Duration::from_millis(100);
+    let due = |i: usize| start + interval * i as u32;
+    let mut ids = Vec::with_capacity(events.len());
+    let mut requests = JoinSet::new();
+    for (i, (id, body)) in events.into_iter().enumerate() {
+        ids.push(id);
+        tokio::time::sleep_until(due(i).into()).await;
+        let send = intakes[i % intakes.len()].send(body);
+        let due = due(i);
+        requests.spawn(async move {
+            send.await;
+            Instant::now() - due
+        });
+    }
+    let acks: Vec<Duration> = requests.join_all().await;
+    receiver.wait_for(ids.len()).await;
+    let arrivals = receiver.arrivals();
+    let delivered = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| arrivals[id] - due(i))
+        .collect();
+    (acks, delivered)
 }
 
 /// The baseline: `concurrency` tasks POST the bodies in turn over one pooled client.

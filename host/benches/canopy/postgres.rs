@@ -16,13 +16,13 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::pipeline::{Receiver, Server, forward, ms, percentiles};
+use crate::pipeline::{Receiver, Server, forward, ms, offered, percentiles};
 
 const SERVER_VAR: &str = "CANOPY_BENCH_POSTGRES";
 const EVENTS: usize = 10_000;
@@ -124,28 +124,14 @@ async fn bench(server: &str) {
         let last = receiver.wait_for(EVENTS).await;
         let delivered = EVENTS as f64 / (last - started).as_secs_f64();
 
-        receiver.reset();
-        let ids: Vec<Uuid> = (0..LATENCY_EVENTS).map(|_| Uuid::now_v7()).collect();
-        let interval = Duration::from_secs(1) / OFFERED_RATE as u32;
-        let start = Instant::now() + Duration::from_millis(100);
-        let mut requests = JoinSet::new();
-        for (i, id) in ids.iter().enumerate() {
-            let due = start + interval * i as u32;
-            tokio::time::sleep_until(due.into()).await;
-            let send = servers[i % nodes].intake().send(event(*id).to_string());
-            requests.spawn(async move {
-                send.await;
-                Instant::now() - due
-            });
-        }
-        let mut acks: Vec<Duration> = requests.join_all().await;
-        receiver.wait_for(LATENCY_EVENTS).await;
-        let arrivals = receiver.arrivals();
-        let mut latencies: Vec<Duration> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| arrivals[id] - (start + interval * i as u32))
+        let events: Vec<(Uuid, String)> = (0..LATENCY_EVENTS)
+            .map(|_| {
+                let id = Uuid::now_v7();
+                (id, event(id).to_string())
+            })
             .collect();
+        let intakes: Vec<_> = servers.iter().map(Server::intake).collect();
+        let (mut acks, mut latencies) = offered(&receiver, &intakes, events, OFFERED_RATE).await;
         let (ack50, ack99) = percentiles(&mut acks);
         let (del50, del99) = percentiles(&mut latencies);
         println!(

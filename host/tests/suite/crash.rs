@@ -14,8 +14,8 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::{
-    ADMIN_TOKEN, INGEST_TOKEN, MASTER_KEY, PATIENCE, free_port, fresh, seen_ids, serve, start,
-    start_with,
+    ADMIN_TOKEN, INGEST_TOKEN, MASTER_KEY, PATIENCE, answering_first, free_port, fresh, seen_ids,
+    serve, start, start_with,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,16 +118,7 @@ async fn logs_never_show_a_secret_and_rotate_key_keeps_every_one() {
     let data = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
     let log_path = logs.path().join("canopy.log");
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .mount(&receiver)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = answering_first(ResponseTemplate::new(500), 1).await;
 
     let log = std::fs::File::create(&log_path).unwrap();
     let mut server = start_with(

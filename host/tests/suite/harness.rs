@@ -371,6 +371,21 @@ pub async fn accepting() -> MockServer {
     server
 }
 
+/// A receiver that answers its first `n` POSTs with `first`, and every one after with 200.
+pub async fn answering_first(first: wiremock::ResponseTemplate, n: u64) -> MockServer {
+    let server = MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(first)
+        .up_to_n_times(n)
+        .mount(&server)
+        .await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(wiremock::ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    server
+}
+
 /// A webhook integration for every event type, sending to `url`.
 pub fn webhook(url: String) -> Value {
     json!({"name": "Hook", "plugin": "webhook", "events": ["*"], "settings": {"url": url}})

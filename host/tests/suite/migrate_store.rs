@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::{Canopy, INGEST_TOKEN, MASTER_KEY, fresh, header, pg, received, webhook};
+use crate::harness::{
+    Canopy, INGEST_TOKEN, MASTER_KEY, answering_first, fresh, header, pg, received, webhook,
+};
 
 /// Events ingested into the default shop: more than one batch of the move.
 const EVENTS: usize = 450;
@@ -97,16 +99,11 @@ async fn an_install_moves_from_its_data_directory_into_postgresql() {
     let database = pg::Database::create(&server);
     let dir = tempfile::tempdir().unwrap();
     let receiver = MockServer::start().await;
-    let slow = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)))
-        .up_to_n_times(1)
-        .mount(&slow)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&slow)
-        .await;
+    let slow = answering_first(
+        ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)),
+        1,
+    )
+    .await;
     Mock::given(method("POST"))
         .and(path("/ok"))
         .respond_with(ResponseTemplate::new(200))

@@ -13,7 +13,9 @@ use sha2::Sha256;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::harness::{ADMIN_TOKEN, Canopy, INGEST_TOKEN, fresh, header, received, sample};
+use crate::harness::{
+    ADMIN_TOKEN, Canopy, INGEST_TOKEN, answering_first, fresh, header, received, sample,
+};
 
 const KLAVIYO_KEY: &str = "pk_live_klaviyo_0123456789abcdef";
 const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -210,16 +212,7 @@ fn the_standard_webhooks_check_reproduces_the_published_vector() {
 
 #[tokio::test]
 async fn webhook_requests_are_signed_and_keep_their_id_across_retries() {
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .mount(&receiver)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = answering_first(ResponseTemplate::new(503), 1).await;
     let canopy = Canopy::start(|c| {
         c.delivery.egress_override = vec![routed("hooks.example.com", &receiver)];
     })

@@ -9,10 +9,9 @@ use canopy::clock::Clock;
 use canopy::store::Timestamp;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::ResponseTemplate;
 
-use crate::harness::{Canopy, PATIENCE, accepting, fresh, received, webhook};
+use crate::harness::{Canopy, PATIENCE, accepting, answering_first, fresh, received, webhook};
 
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3_600);
@@ -42,16 +41,7 @@ async fn with_attempts(canopy: &Canopy, id: &str, n: usize) -> Value {
 async fn retries_fall_due_on_the_schedule_and_not_a_minute_before() {
     let t0 = Timestamp::now();
     let clock = Clock::manual(t0);
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .mount(&receiver)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = answering_first(ResponseTemplate::new(503), 2).await;
     let canopy = Canopy::start_on_clock(clock.clone(), |c| {
         c.delivery.retry_schedule = "1h,6h".into();
     })
@@ -106,16 +96,11 @@ async fn an_attempt_that_outlives_its_lease_records_nothing_and_the_delivery_is_
     let clock = Clock::manual(t0);
     // The first request is answered late (after its lease has ended, on the manual clock);
     // the next at once.
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
-        .up_to_n_times(1)
-        .mount(&receiver)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = answering_first(
+        ResponseTemplate::new(200).set_delay(Duration::from_secs(5)),
+        1,
+    )
+    .await;
     let canopy = Canopy::start_on_clock(clock.clone(), |c| {
         c.delivery.lease = Some(MINUTE);
         c.delivery.request_timeout = Duration::from_secs(60);
