@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 
 use super::rate::Pacing;
 use super::worker::Worker;
+use crate::clock::Clock;
+use crate::model::Timestamp;
 use crate::store::Lease;
 
 /// The longest the scheduler sleeps without looking at the queue.
@@ -98,8 +100,9 @@ impl Scheduler {
                 Ok(round) => round,
                 Err(error) => {
                     tracing::error!(%error, "cannot claim due deliveries");
+                    // Real time, not the clock's: the store recovers in real time.
                     tokio::select! {
-                        _ = clock.sleep(STORE_ERROR_BACKOFF) => {}
+                        _ = tokio::time::sleep(STORE_ERROR_BACKOFF) => {}
                         _ = stopping() => {}
                     }
                     continue;
@@ -136,11 +139,7 @@ impl Scheduler {
             tokio::select! {
                 _ = store.signals().work() => {}
                 _ = self.ended.notified() => {}
-                // Until `wait` after the claim's time, and at least MIN_WAIT from now (a
-                // claim that found nothing may itself have taken longer than that).
-                _ = clock.sleep_until(
-                    now.saturating_add(wait).max(clock.now().saturating_add(MIN_WAIT))
-                ) => {}
+                _ = pause(&clock, now, wait) => {}
                 _ = stopping() => {}
             }
         }
@@ -181,6 +180,54 @@ impl Scheduler {
     }
 }
 
+/// The scheduler's pause between claims: until `wait` after the claim's time `claimed_at` on
+/// the clock, and never less than [`MIN_WAIT`] of real time, so that a claim that found
+/// nothing (and may itself have taken longer than `wait`) does not spin. The minimum is real
+/// time, not the clock's: a manual clock moved on during the claim must not push the deadline
+/// past the time the next claim is due, where such a clock may never go.
+async fn pause(clock: &Clock, claimed_at: Timestamp, wait: Duration) {
+    tokio::time::sleep(MIN_WAIT).await;
+    clock.sleep_until(claimed_at.saturating_add(wait)).await;
+}
+
 fn lock(set: &Mutex<HashSet<Lease>>) -> std::sync::MutexGuard<'_, HashSet<Lease>> {
     set.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timestamp = Timestamp(1_000_000);
+
+    #[tokio::test]
+    async fn the_pause_ends_when_the_clock_moved_past_it_during_the_claim() {
+        // The claim read T; the clock was moved an hour on meanwhile. The next claim is due
+        // at once: the pause must not wait for a time after the hour the clock now reads.
+        let clock = Clock::manual(T);
+        clock.advance(Duration::from_secs(3600));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            pause(&clock, T, Duration::from_secs(1)),
+        )
+        .await
+        .expect("a pause whose time has passed ends after MIN_WAIT");
+    }
+
+    #[tokio::test]
+    async fn the_pause_waits_for_the_clock() {
+        let clock = Clock::manual(T);
+        let paused = tokio::spawn({
+            let clock = clock.clone();
+            async move { pause(&clock, T, Duration::from_secs(1)).await }
+        });
+        // Well past MIN_WAIT of real time, the clock has not moved: still waiting.
+        tokio::time::sleep(MIN_WAIT * 10).await;
+        assert!(!paused.is_finished());
+        clock.advance(Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(5), paused)
+            .await
+            .expect("the pause ends once the clock reaches its time")
+            .unwrap();
+    }
 }
