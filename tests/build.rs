@@ -26,6 +26,11 @@ const COMPONENTS: &[(&str, &str, &str)] = &[
         "test-component-not-a-destination",
         "tests/components/not-a-destination",
     ),
+    (
+        "CONTRACT_NEXT",
+        "test-component-contract-next",
+        "tests/components/contract-next",
+    ),
     ("ECHO_V1", "test-component-echo", "tests/components/echo"),
     (
         "ECHO_V2",

@@ -193,4 +193,55 @@ pub fn run() {
             }
         );
     }
+
+    load_times(&subjects);
+}
+
+/// What a start or an upload pays per component: compiling it, against mapping the native
+/// code a previous start kept (the precompiled cache in the data directory).
+fn load_times(subjects: &[Subject]) {
+    const LOADS: usize = 5;
+    let cache = tempfile::tempdir().expect("temp dir");
+    let plain = Runtime::new(Limits::default()).expect("runtime");
+    let cached =
+        Runtime::with_compiled_cache(Limits::default(), Some(cache.path())).expect("runtime");
+    println!(
+        "\nloading a component (release build), median of {LOADS}: compiled vs mapped precompiled"
+    );
+    println!(
+        "{:<10} {:>9} {:>11} {:>12} {:>8}",
+        "plugin", "size", "compile", "precompiled", "ratio"
+    );
+    let median = |mut times: Vec<Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    for subject in subjects {
+        let compile = median(
+            (0..LOADS)
+                .map(|_| plain.load(&subject.wasm).expect("loads").compile_time())
+                .collect(),
+        );
+        cached.load(&subject.wasm).expect("loads"); // fills the cache
+        let mapped = median(
+            (0..LOADS)
+                .map(|_| {
+                    let plugin = cached.load(&subject.wasm).expect("loads");
+                    assert_eq!(
+                        plugin.compilation(),
+                        canopy::runtime::Compilation::Precompiled
+                    );
+                    plugin.compile_time()
+                })
+                .collect(),
+        );
+        println!(
+            "{:<10} {:>6} KB {:>8.1} ms {:>9.2} ms {:>7.0}×",
+            subject.name,
+            subject.wasm.len() / 1024,
+            micros(compile) / 1000.0,
+            micros(mapped) / 1000.0,
+            micros(compile) / micros(mapped)
+        );
+    }
 }

@@ -117,7 +117,7 @@ impl App {
             None => store.set_meta(KEY_FINGERPRINT, &key.fingerprint()).await?,
         }
 
-        let runtime = Runtime::new(limits)?;
+        let runtime = Runtime::with_compiled_cache(limits, Some(&data.join("compiled")))?;
         let plugins = Arc::new(PluginRegistry::new());
         install_plugins(&runtime, &plugins, store.as_ref(), &clock).await?;
         let tokens = Tokens {

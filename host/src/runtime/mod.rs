@@ -17,6 +17,7 @@
 
 mod bindings;
 pub mod bundled;
+mod compiled;
 mod error;
 mod host;
 mod limits;
@@ -32,6 +33,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::CONTRACT_VERSION;
+pub use compiled::Compilation;
 pub use error::{LoadError, PluginError};
 pub use host::PluginLog;
 pub use limits::*;
@@ -39,6 +41,7 @@ pub use plugin::{Call, Plugin, Usage, component_digest};
 pub use registry::PluginRegistry;
 pub use types::*;
 
+use compiled::CompiledCache;
 use host::InstanceState;
 use pool::WarmPool;
 
@@ -69,6 +72,7 @@ pub(crate) struct RuntimeInner {
     limits: Limits,
     pool: WarmPool,
     generations: AtomicU64,
+    compiled: Option<CompiledCache>,
 }
 
 /// Errors setting up the engine itself (bad limits, no virtual memory for the pool).
@@ -77,7 +81,17 @@ pub(crate) struct RuntimeInner {
 pub struct RuntimeError(String);
 
 impl Runtime {
+    /// A runtime that compiles every component it loads.
     pub fn new(limits: Limits) -> Result<Runtime, RuntimeError> {
+        Runtime::with_compiled_cache(limits, None)
+    }
+
+    /// A runtime that keeps the native code of what it compiles under `cache` and maps it
+    /// back instead of compiling again (see `compiled.rs`); `None` compiles every time.
+    pub fn with_compiled_cache(
+        limits: Limits,
+        cache: Option<&std::path::Path>,
+    ) -> Result<Runtime, RuntimeError> {
         let err = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
         let n = limits.max_instances;
         let mut pooling = PoolingAllocationConfig::new();
@@ -108,6 +122,15 @@ impl Runtime {
         )
         .map_err(err)?;
 
+        let compiled = match cache {
+            Some(root) => Some(CompiledCache::open(root, &engine).map_err(|e| {
+                RuntimeError(format!(
+                    "cannot open the compiled-component cache {}: {e}",
+                    root.display()
+                ))
+            })?),
+            None => None,
+        };
         spawn_epoch_ticker(&engine)
             .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
         Ok(Runtime {
@@ -119,6 +142,7 @@ impl Runtime {
                 pool: WarmPool::new(limits.warm_instances.min(n as usize / 2)),
                 limits,
                 generations: AtomicU64::new(1),
+                compiled,
             }),
         })
     }

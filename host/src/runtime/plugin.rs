@@ -9,7 +9,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, types::ComponentItem};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
-use super::bindings::{self, Destination, DestinationPre, PLUGIN_INTERFACE};
+use super::bindings::{self, CONTRACT_VERSION, Destination, DestinationPre, PLUGIN_INTERFACE};
+use super::compiled::Compilation;
 use super::error::{LoadError, PluginError};
 use super::host::{InstanceState, PluginLog};
 use super::types::{
@@ -26,6 +27,8 @@ pub struct Plugin {
     info: PluginInfo,
     digest: String,
     size: usize,
+    compilation: Compilation,
+    compile_time: Duration,
     /// Distinguishes this load from every other (warm instances are keyed by it).
     generation: u64,
     id: Arc<str>,
@@ -85,8 +88,14 @@ impl Plugin {
             });
         }
         check_header(bytes)?;
-        let component = Component::new(&runtime.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let digest = component_digest(bytes);
+        let compiling = Instant::now();
+        let (component, compilation) = match &runtime.compiled {
+            Some(cache) => cache.component(&runtime.engine, &digest, bytes),
+            None => Component::new(&runtime.engine, bytes).map(|c| (c, Compilation::Compiled)),
+        }
+        .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let compile_time = compiling.elapsed();
         check_exports(&runtime, &component)?;
         let instance_pre = runtime
             .linker
@@ -99,8 +108,10 @@ impl Plugin {
             runtime,
             pre,
             info: placeholder_info(),
-            digest: component_digest(bytes),
+            digest,
             size: bytes.len(),
+            compilation,
+            compile_time,
             generation,
             id: Arc::from("(loading)"),
             retired: AtomicBool::new(false),
@@ -133,6 +144,16 @@ impl Plugin {
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Whether loading compiled the component or mapped it from the precompiled cache.
+    pub fn compilation(&self) -> Compilation {
+        self.compilation
+    }
+
+    /// How long compiling (or mapping) the component took when it was loaded.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
     }
 
     /// Checks an integration's configuration; empty means it can work.
@@ -448,7 +469,10 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 /// Tells a component built against another contract version apart from one that is not a
-/// destination at all, before the generic type check speaks.
+/// destination at all, before the generic type check speaks. Versions follow semver: a
+/// component exporting `plugin` at a compatible version (`0.1.x` for this host's `0.1.0`;
+/// the same major from 1.0 on) loads — wasmtime finds such an export under the host's name —
+/// and is then type-checked against the host's bindings like any other.
 fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
@@ -456,11 +480,15 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), Lo
         .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
         .map(|(name, _)| name.to_owned())
         .collect();
-    if exports.iter().any(|e| e == PLUGIN_INTERFACE) {
+    let prefix = "canopy:destination/plugin@";
+    let versions: Vec<&str> = exports
+        .iter()
+        .filter_map(|e| e.strip_prefix(prefix))
+        .collect();
+    if versions.iter().any(|v| compatible_contract(v)) {
         return Ok(());
     }
-    let prefix = "canopy:destination/plugin@";
-    if let Some(other) = exports.iter().find_map(|e| e.strip_prefix(prefix)) {
+    if let Some(other) = versions.first() {
         return Err(LoadError::ContractVersion {
             found: format!("canopy:destination@{other}"),
         });
@@ -473,6 +501,18 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), Lo
             exports.join(", ")
         }
     )))
+}
+
+/// Whether a component built against contract `version` can run on this host: the same
+/// major version, and before 1.0 the same minor (semver's rule for `0.x`). A newer patch or
+/// minor may add functions, which this host does not call; what it changed incompatibly
+/// would have been a new major (or `0.x`) version.
+pub(crate) fn compatible_contract(version: &str) -> bool {
+    let host = semver::Version::parse(CONTRACT_VERSION).expect("the contract version is semver");
+    let Ok(theirs) = semver::Version::parse(version) else {
+        return false;
+    };
+    theirs.major == host.major && (host.major > 0 || theirs.minor == host.minor)
 }
 
 fn placeholder_info() -> PluginInfo {
@@ -577,6 +617,20 @@ mod tests {
             Err(LoadError::NotAComponent)
         ));
         assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+
+    #[test]
+    fn contract_versions_follow_semver() {
+        assert_eq!(
+            CONTRACT_VERSION, "0.1.0",
+            "update the cases below with the contract"
+        );
+        for compatible in ["0.1.0", "0.1.1", "0.1.17", "0.1.2-rc.1"] {
+            assert!(compatible_contract(compatible), "{compatible}");
+        }
+        for incompatible in ["0.2.0", "0.0.9", "1.0.0", "1.1.0", "9.0.0", "0.1", "x"] {
+            assert!(!compatible_contract(incompatible), "{incompatible}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::files_under;
 use crate::harness::{Canopy, MASTER_KEY, fresh, header, received};
 
 async fn answering(status: u16) -> MockServer {
@@ -526,19 +527,6 @@ fn forms_of(secret: &str) -> Vec<Vec<u8>> {
             .into_bytes(),
         hex.into_bytes(),
     ]
-}
-
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[tokio::test]

@@ -9,11 +9,12 @@ use canopy::runtime::{
     Segment, SignatureRequest, Verdict,
 };
 use canopy_test_support::{
-    BAD_DESCRIBE, HOSTILE, NOT_A_DESTINATION, SAMPLE_EVENT, TEMPLATE, WRONG_WORLD, component,
+    BAD_DESCRIBE, CONTRACT_NEXT, HOSTILE, NOT_A_DESTINATION, SAMPLE_EVENT, TEMPLATE, WRONG_WORLD,
+    component,
 };
 use serde_json::json;
 
-use crate::{event_with_id, load, mode, runtime, server_limits, test_limits};
+use crate::{event_with_id, files_under, load, mode, runtime, server_limits, test_limits};
 
 fn template_config(secrets: &[&str]) -> PluginConfig {
     PluginConfig {
@@ -492,4 +493,91 @@ fn concurrent_calls_are_independent() {
             ));
         }
     });
+}
+
+/// A restart maps the native code it compiled before instead of compiling again: the second
+/// runtime on the same cache loads the template precompiled and it answers exactly as the
+/// compiled one. A damaged file is compiled again and replaced; what another engine left is
+/// removed.
+#[test]
+fn compiled_components_are_kept_and_mapped_back_on_the_next_start() {
+    use canopy::runtime::Compilation;
+    let cache = tempfile::tempdir().unwrap();
+    let other_engine = cache.path().join("0123456789abcdef");
+    std::fs::create_dir_all(&other_engine).unwrap();
+    std::fs::write(other_engine.join("old.cwasm"), b"left by another binary").unwrap();
+    let start = || Runtime::with_compiled_cache(test_limits(), Some(cache.path())).unwrap();
+    let transform = |runtime: &Runtime| {
+        let plugin = load(runtime, TEMPLATE);
+        let call = plugin
+            .transform(Scope::Fresh, SAMPLE_EVENT, &template_config(&["token"]))
+            .unwrap();
+        (plugin.compilation(), format!("{:?}", call.value))
+    };
+
+    let (first, compiled_answer) = transform(&start());
+    assert_eq!(first, Compilation::Compiled);
+    assert!(
+        !other_engine.exists(),
+        "another engine's directory is removed"
+    );
+    let files = files_under(cache.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    let digest = load(&start(), TEMPLATE).digest().to_owned();
+    assert_eq!(
+        file.file_name().unwrap().to_str().unwrap(),
+        format!("{}.cwasm", digest.strip_prefix("sha256:").unwrap())
+    );
+
+    let (second, precompiled_answer) = transform(&start());
+    assert_eq!(second, Compilation::Precompiled);
+    assert_eq!(precompiled_answer, compiled_answer);
+
+    std::fs::write(file, b"\x7fELF damaged").unwrap();
+    let (third, answer) = transform(&start());
+    assert_eq!(
+        third,
+        Compilation::Compiled,
+        "a damaged file is compiled again"
+    );
+    assert_eq!(answer, compiled_answer);
+    assert_eq!(
+        transform(&start()).0,
+        Compilation::Precompiled,
+        "and replaced"
+    );
+    assert_eq!(
+        files_under(cache.path()).len(),
+        1,
+        "no temporary file is left"
+    );
+}
+
+/// A plugin built against a newer compatible contract (`plugin@0.1.1`, with a function this
+/// host does not know) loads and runs; one built against an incompatible one does not.
+#[test]
+fn a_plugin_built_against_a_compatible_contract_version_loads() {
+    let runtime = runtime();
+    let plugin = load(&runtime, CONTRACT_NEXT);
+    assert_eq!(plugin.id(), "contract-next");
+    let requests = plugin
+        .transform(Scope::Fresh, SAMPLE_EVENT, &template_config(&[]))
+        .unwrap()
+        .value
+        .unwrap();
+    assert_eq!(requests[0].url, "https://hooks.example.com/loyalty");
+    assert_eq!(requests[0].body, SAMPLE_EVENT.as_bytes());
+    let verdict = plugin
+        .interpret(
+            Scope::Fresh,
+            &PluginResponse {
+                status: 204,
+                headers: Vec::new(),
+                body: Vec::new(),
+            },
+        )
+        .unwrap()
+        .value;
+    assert!(matches!(verdict, Verdict::Delivered), "{verdict:?}");
 }

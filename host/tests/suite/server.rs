@@ -98,6 +98,38 @@ async fn a_different_master_key_for_existing_data_is_refused() {
         .unwrap();
 }
 
+/// The first start compiles the bundled plugins and keeps their native code in the data
+/// directory; the next start maps it back instead of compiling again.
+#[tokio::test]
+async fn a_restart_maps_the_plugins_compiled_by_the_previous_start() {
+    use canopy::runtime::Compilation;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Arc::new(test_config(dir.path()));
+    let compilations = |app: &AppState| {
+        let mut plugins: Vec<(String, Compilation)> = app
+            .plugins
+            .list()
+            .iter()
+            .map(|p| (p.id().to_owned(), p.compilation()))
+            .collect();
+        plugins.sort_by(|a, b| a.0.cmp(&b.0));
+        plugins
+    };
+    let first = AppState::open(config.clone()).await.unwrap();
+    let compiled = compilations(&first);
+    assert_eq!(compiled.len(), 4, "{compiled:?}");
+    assert!(compiled.iter().all(|(_, c)| *c == Compilation::Compiled));
+    assert_eq!(crate::files_under(&dir.path().join("compiled")).len(), 4);
+    drop(first);
+    let again = AppState::open(config).await.unwrap();
+    let mapped = compilations(&again);
+    assert_eq!(mapped.len(), 4);
+    assert!(
+        mapped.iter().all(|(_, c)| *c == Compilation::Precompiled),
+        "{mapped:?}"
+    );
+}
+
 #[tokio::test]
 async fn unset_tokens_are_generated_once_and_kept_private() {
     let dir = tempfile::tempdir().unwrap();
