@@ -117,6 +117,41 @@ pub enum PluginCommand {
         #[command(flatten)]
         limits: PluginLimits,
     },
+    /// Start a plugin project in a new directory: source, manifest, README and test
+    /// settings, ready to build and `plugin test`.
+    New {
+        /// The plugin's id (`[a-z0-9-]`); also the directory's name unless `--dir` is given.
+        id: String,
+        #[arg(long, value_enum, default_value_t = crate::scaffold::Language::Rust)]
+        lang: crate::scaffold::Language,
+        /// Where to create it (default: `./<id>`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin SDK: a path (the SDK crate, or a Canopy checkout) or a git URL.
+        /// Default: the SDK of the source tree this binary was built from.
+        #[arg(long)]
+        sdk: Option<String>,
+    },
+    /// Run a plugin on the sample of every event type and compare each answer with the
+    /// expected one kept beside the plugin (`<dir>/expected/<event type>.json`, with the
+    /// settings from `<dir>/settings.json`); print a diff for each that differs and fail.
+    Test {
+        /// The plugin component (.wasm), or the id of a bundled plugin.
+        file: PathBuf,
+        /// The plugin's test directory.
+        #[arg(long, default_value = "tests")]
+        dir: PathBuf,
+        /// Secrets to treat as set: `all` declared by the plugin, `none`, or names
+        /// separated by commas.
+        #[arg(long, default_value = "all")]
+        secrets: String,
+        /// Write every expected file from what the plugin answers now (review the result
+        /// before keeping it).
+        #[arg(long)]
+        bless: bool,
+        #[command(flatten)]
+        limits: PluginLimits,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -342,6 +377,37 @@ pub fn plugin_command(command: PluginCommand) -> Result<String, String> {
                 Format::Json => to_json(&run),
                 Format::Text => run_text(&plugin, &run),
             })
+        }
+        PluginCommand::New { id, lang, dir, sdk } => {
+            let sdk = crate::scaffold::Sdk::locate(sdk.as_deref())?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&id));
+            crate::scaffold::new_project(&dir, &id, lang, &sdk)
+        }
+        PluginCommand::Test {
+            file,
+            dir,
+            secrets,
+            bless,
+            limits,
+        } => {
+            let plugin = load(&file, &limits)?;
+            let settings_file = dir.join("settings.json");
+            let settings: Value = if settings_file.exists() {
+                serde_json::from_str(&read(&settings_file)?)
+                    .map_err(|e| format!("{} is not JSON: {e}", settings_file.display()))?
+            } else {
+                Value::Object(Default::default())
+            };
+            let config = PluginConfig {
+                settings,
+                secrets_present: secrets_present(&plugin, &secrets),
+            };
+            let report = crate::plugin_test::run(&plugin, &config, &dir.join("expected"), bless)?;
+            if report.passed() {
+                Ok(report.text())
+            } else {
+                Err(format!("{}\n\n{}", report.summary(), report.text()))
+            }
         }
     }
 }

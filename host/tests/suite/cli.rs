@@ -253,3 +253,151 @@ fn run_works_on_each_bundled_plugin() {
         contains_all(&out, expected);
     }
 }
+
+/// `plugin test` as an author uses it on the template: no expected files yet (it fails and
+/// says how to write them), `--bless` writes one per event type, the next run passes, and a
+/// change to the plugin's answer (here, to the settings) fails with a diff naming the line.
+#[test]
+fn plugin_test_compares_every_event_type_with_the_expected_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    let tests_arg = tests.display().to_string();
+    write(
+        &tests,
+        "settings.json",
+        r#"{"url": "https://hooks.example.com/loyalty"}"#,
+    );
+    let test = |extra: &[&str]| {
+        let mut args = vec!["plugin", "test", TEMPLATE, "--dir", &tests_arg];
+        args.extend_from_slice(extra);
+        canopy(&args)
+    };
+
+    let missing = test(&[]);
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    contains_all(
+        &err,
+        &[
+            "19 event types, 0 match, 0 differ, 19 missing",
+            "tier.changed                 MISSING (run with --bless to write it)",
+        ],
+    );
+
+    contains_all(&stdout(&test(&["--bless"])), &["19 written"]);
+    let written = std::fs::read_to_string(tests.join("expected/tier.changed.json")).unwrap();
+    contains_all(
+        &written,
+        &[
+            "\"url\": \"https://hooks.example.com/loyalty\"",
+            "Authorization: Bearer {{secret:token}}",
+        ],
+    );
+    contains_all(&stdout(&test(&[])), &["19 event types, 19 match, 0 differ"]);
+
+    write(
+        &tests,
+        "settings.json",
+        r#"{"url": "https://hooks.example.com/v2"}"#,
+    );
+    let differs = test(&[]);
+    assert!(!differs.status.success());
+    let err = String::from_utf8_lossy(&differs.stderr);
+    contains_all(
+        &err,
+        &[
+            "0 match, 19 differ",
+            "tier.changed (- expected, + answered):",
+            "-    \"url\": \"https://hooks.example.com/loyalty\",",
+            "+    \"url\": \"https://hooks.example.com/v2\",",
+        ],
+    );
+
+    // Settings the plugin refuses are named, not compared.
+    write(&tests, "settings.json", "{}");
+    let invalid = test(&[]);
+    assert!(!invalid.status.success());
+    contains_all(
+        &String::from_utf8_lossy(&invalid.stderr),
+        &["the test settings are not valid for template", "url:"],
+    );
+}
+
+/// From an empty directory, as a new author: `plugin new` (Rust), one build command, `plugin
+/// test --bless` then `plugin test`, an upload to a running server, and a delivery through
+/// the uploaded plugin. The build shares the workspace's target directory (`scaffold/`), and
+/// starts from the workspace's lock file so it builds the same dependency versions.
+#[tokio::test]
+async fn a_new_plugin_project_builds_tests_uploads_and_delivers() {
+    use crate::harness::{Canopy, accepting, fresh, received};
+    use reqwest::StatusCode;
+
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("acme-events");
+    let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
+    let out = stdout(&canopy(&[
+        "plugin",
+        "new",
+        "acme-events",
+        "--lang",
+        "rust",
+        "--dir",
+        project.to_str().unwrap(),
+        "--sdk",
+        sdk,
+    ]));
+    contains_all(&out, &["cargo build --release --target wasm32-wasip2"]);
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(workspace.join("Cargo.lock"), project.join("Cargo.lock")).unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
+        .join("scaffold");
+    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&project)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo runs");
+    assert!(built.success(), "the new project builds");
+    let wasm = target.join("wasm32-wasip2/release/acme_events.wasm");
+    let wasm_arg = wasm.to_str().unwrap();
+    let tests = project.join("tests");
+    let tests_arg = tests.to_str().unwrap();
+
+    contains_all(
+        &stdout(&canopy(&[
+            "plugin", "test", wasm_arg, "--dir", tests_arg, "--bless",
+        ])),
+        &["acme-events 0.1.0: 19 event types", "19 written"],
+    );
+    contains_all(
+        &stdout(&canopy(&["plugin", "test", wasm_arg, "--dir", tests_arg])),
+        &["19 match, 0 differ"],
+    );
+
+    let receiver = accepting().await;
+    let server = Canopy::start(|_| {}).await;
+    let (status, uploaded) = server
+        .upload(
+            "acme-events",
+            std::fs::read(&wasm).unwrap(),
+            "application/wasm",
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{uploaded}");
+    server
+        .integration(serde_json::json!({
+            "name": "Acme", "plugin": "acme-events", "events": ["*"],
+            "settings": {"url": format!("{}/acme", receiver.uri())},
+        }))
+        .await;
+    let id = server.ingest_one(fresh("tier.changed")).await;
+    server.delivery_with_status(&id, "succeeded").await;
+    let requests = received(&receiver, 1).await;
+    assert_eq!(requests[0].url.path(), "/acme");
+    let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body["event"], "tier.changed");
+    server.stop().await;
+}

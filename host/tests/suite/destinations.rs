@@ -77,23 +77,6 @@ fn header(request: &PluginRequest, name: &str) -> Option<String> {
         .map(|h| h.redacted_value())
 }
 
-/// A request as a reviewable JSON document: secrets as `{{secret:name}}`, body parsed.
-fn render(requests: &[PluginRequest]) -> String {
-    let docs: Vec<Value> = requests
-        .iter()
-        .map(|r| {
-            json!({
-                "method": r.method.as_str(),
-                "url": r.url,
-                "headers": r.headers.iter().map(|h| format!("{}: {}", h.name, h.redacted_value())).collect::<Vec<_>>(),
-                "signatures": r.signatures,
-                "body": body(r),
-            })
-        })
-        .collect();
-    serde_json::to_string_pretty(&docs).unwrap() + "\n"
-}
-
 fn golden_path(plugin: &str, event: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
@@ -119,7 +102,8 @@ fn every_plugin_matches_its_golden_request_for_every_event_type() {
         for kind in EventKind::ALL {
             let requests = transform(&plugin, kind.sample_json(), &config)
                 .unwrap_or_else(|r| panic!("{id} refused {kind}: {r:?}"));
-            let rendered = render(&requests);
+            // The form `canopy plugin test` keeps and compares.
+            let rendered = canopy::plugin_test::review(&Ok(requests));
             let path = golden_path(id, kind.key());
             if bless {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
