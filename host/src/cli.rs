@@ -406,7 +406,7 @@ pub fn plugin_command(command: PluginCommand) -> Result<String, String> {
             if report.passed() {
                 Ok(report.text())
             } else {
-                Err(format!("{}\n\n{}", report.summary(), report.text()))
+                Err(format!("{}\n\n{}", report.summary(), report.details()))
             }
         }
     }

@@ -75,6 +75,8 @@ pub enum Comparison {
 pub struct Report {
     pub plugin: String,
     pub results: Vec<(EventKind, Comparison)>,
+    /// Expected files (names) for event types the plugin does not take.
+    pub stale: Vec<String>,
 }
 
 impl Report {
@@ -82,10 +84,16 @@ impl Report {
         self.results
             .iter()
             .all(|(_, c)| matches!(c, Comparison::Matches | Comparison::Written))
+            && self.stale.is_empty()
     }
 
     /// What the command prints: one line per event type, then every diff and a summary.
     pub fn text(&self) -> String {
+        format!("{}\n{}\n", self.details(), self.summary())
+    }
+
+    /// One line per event type (and per stale file), then every diff.
+    pub fn details(&self) -> String {
         let mut out = String::new();
         for (kind, comparison) in &self.results {
             let status = match comparison {
@@ -96,6 +104,11 @@ impl Report {
             };
             out.push_str(&format!("{:<28} {status}\n", kind.key()));
         }
+        for file in &self.stale {
+            out.push_str(&format!(
+                "{file:<28} STALE (no event type the plugin takes; remove it)\n"
+            ));
+        }
         for (kind, comparison) in &self.results {
             if let Comparison::Differs(diff) = comparison {
                 out.push_str(&format!(
@@ -104,14 +117,13 @@ impl Report {
                 ));
             }
         }
-        out.push_str(&format!("\n{}\n", self.summary()));
         out
     }
 
     /// One line: how many event types matched, differed, were missing or written.
     pub fn summary(&self) -> String {
         let count = |f: fn(&Comparison) -> bool| self.results.iter().filter(|(_, c)| f(c)).count();
-        format!(
+        let mut line = format!(
             "{}: {} event types, {} match, {} differ, {} missing, {} written",
             self.plugin,
             self.results.len(),
@@ -119,7 +131,11 @@ impl Report {
             count(|c| matches!(c, Comparison::Differs(_))),
             count(|c| *c == Comparison::Missing),
             count(|c| *c == Comparison::Written),
-        )
+        );
+        if !self.stale.is_empty() {
+            line.push_str(&format!(", {} stale", self.stale.len()));
+        }
+        line
     }
 }
 
@@ -151,8 +167,13 @@ pub fn run(
         std::fs::create_dir_all(expected_dir)
             .map_err(|e| format!("cannot create {}: {e}", expected_dir.display()))?;
     }
+    // The event types the plugin takes: the server sends it no other.
+    let takes = |kind: EventKind| {
+        let events = &plugin.info().events;
+        events.iter().any(|e| e == "*" || e == kind.key())
+    };
     let mut results = Vec::new();
-    for &kind in EventKind::ALL {
+    for &kind in EventKind::ALL.iter().filter(|k| takes(**k)) {
         let answer = plugin
             .transform(Scope::Fresh, kind.sample_json(), config)
             .map_err(|e| format!("transform failed on the {} sample: {e}", kind.key()))?
@@ -165,7 +186,8 @@ pub fn run(
             Comparison::Written
         } else {
             match std::fs::read_to_string(&file) {
-                Ok(expected) if expected == answered => Comparison::Matches,
+                // A checkout may have turned the file's line ends into CRLF.
+                Ok(expected) if expected.replace("\r\n", "\n") == answered => Comparison::Matches,
                 Ok(expected) => Comparison::Differs(
                     TextDiff::from_lines(&expected, &answered)
                         .unified_diff()
@@ -179,8 +201,23 @@ pub fn run(
         };
         results.push((kind, comparison));
     }
+    let mut stale = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(expected_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let taken = name
+                .strip_suffix(".json")
+                .and_then(|key| key.parse::<EventKind>().ok())
+                .is_some_and(takes);
+            if !taken {
+                stale.push(name);
+            }
+        }
+    }
+    stale.sort();
     Ok(Report {
         plugin: format!("{} {}", plugin.id(), plugin.info().version),
         results,
+        stale,
     })
 }

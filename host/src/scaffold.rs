@@ -44,11 +44,16 @@ impl Sdk {
     pub fn locate(given: Option<&str>) -> Result<Sdk, String> {
         match given {
             Some(url)
-                if url.starts_with("https://")
-                    || url.starts_with("ssh://")
-                    || url.starts_with("git@") =>
+                if ["https://", "http://", "ssh://", "git://", "file://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme)) =>
             {
                 Ok(Sdk::Git(url.to_owned()))
+            }
+            // scp-like `git@host:owner/repo`, which cargo takes only as an `ssh://` URL.
+            Some(scp) if scp.starts_with("git@") && scp.contains(':') => {
+                let (host, path) = scp.split_once(':').expect("checked");
+                Ok(Sdk::Git(format!("ssh://{host}/{path}")))
             }
             Some(path) => {
                 let path = Path::new(path);
@@ -81,10 +86,12 @@ impl Sdk {
         }
     }
 
+    /// The dependency's inline table. A JSON string is a valid TOML basic string.
     fn dependency(&self) -> String {
+        let quoted = |text: &str| serde_json::to_string(text).expect("a string serializes");
         match self {
-            Sdk::Path(path) => format!("{{ path = {:?} }}", path.display().to_string()),
-            Sdk::Git(url) => format!("{{ git = {url:?} }}"),
+            Sdk::Path(path) => format!("{{ path = {} }}", quoted(&path.display().to_string())),
+            Sdk::Git(url) => format!("{{ git = {} }}", quoted(url)),
         }
     }
 }
@@ -101,6 +108,70 @@ pub fn new_project(dir: &Path, id: &str, language: Language, sdk: &Sdk) -> Resul
     if !id_ok {
         return Err(format!(
             "`{id}` is not a plugin id: lowercase letters, digits and `-`, starting with a letter"
+        ));
+    }
+    // Names cargo refuses as a package (Rust keywords and the standard crates).
+    const RESERVED: &[&str] = &[
+        "alloc",
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "core",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "proc-macro",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "std",
+        "struct",
+        "super",
+        "test",
+        "trait",
+        "true",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "gen",
+        "macro",
+        "override",
+        "priv",
+        "try",
+        "typeof",
+        "unsized",
+        "virtual",
+        "yield",
+    ];
+    if RESERVED.contains(&id) {
+        return Err(format!(
+            "`{id}` is reserved by Rust or cargo as a package name; choose another id"
         ));
     }
     if dir.exists()
@@ -216,6 +287,13 @@ mod tests {
         assert!(manifest.contains("canopy-plugin-sdk = { path = \"/sdk\" }"));
         assert!(get("README.md").contains("release/acme_events.wasm"));
         assert!(get("README.md").contains("{{secret:name}}"));
+        let git = Sdk::locate(Some("git@example.com:canopy/canopy.git")).unwrap();
+        assert_eq!(
+            git.dependency(),
+            r#"{ git = "ssh://git@example.com/canopy/canopy.git" }"#
+        );
+        let quoted = Sdk::Path(PathBuf::from("/a \"b\"")).dependency();
+        assert_eq!(quoted, r#"{ path = "/a \"b\"" }"#);
         assert_eq!(title("acme-events"), "Acme Events");
     }
 
@@ -224,7 +302,15 @@ mod tests {
         let sdk = Sdk::Path(PathBuf::from("/sdk"));
         let temporary = tempfile::tempdir().unwrap();
         let dir = temporary.path();
-        for bad in ["", "Acme", "acme_events", "1acme", "acme events"] {
+        for bad in [
+            "",
+            "Acme",
+            "acme_events",
+            "1acme",
+            "acme events",
+            "test",
+            "fn",
+        ] {
             assert!(
                 new_project(&dir.join(bad.replace(' ', "x")), bad, Language::Rust, &sdk).is_err(),
                 "{bad:?}"

@@ -197,16 +197,17 @@ pub fn run() {
     load_times(&subjects);
 }
 
-/// What a start or an upload pays per component: compiling it, against mapping the native
-/// code a previous start kept (the precompiled cache in the data directory).
+/// What a start or an upload pays per component: compiling it, against loading the native
+/// code a previous start kept (the precompiled cache in the data directory: read, its tag
+/// checked, deserialized).
 fn load_times(subjects: &[Subject]) {
     const LOADS: usize = 5;
     let cache = tempfile::tempdir().expect("temp dir");
     let plain = Runtime::new(Limits::default()).expect("runtime");
-    let cached =
-        Runtime::with_compiled_cache(Limits::default(), Some(cache.path())).expect("runtime");
+    let cached = Runtime::with_compiled_cache(Limits::default(), Some((cache.path(), [7; 32])))
+        .expect("runtime");
     println!(
-        "\nloading a component (release build), median of {LOADS}: compiled vs mapped precompiled"
+        "\nloading a component (release build), median of {LOADS}: compiled vs precompiled (read, tag checked)"
     );
     println!(
         "{:<10} {:>9} {:>11} {:>12} {:>8}",

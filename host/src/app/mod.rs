@@ -117,7 +117,9 @@ impl App {
             None => store.set_meta(KEY_FINGERPRINT, &key.fingerprint()).await?,
         }
 
-        let runtime = Runtime::with_compiled_cache(limits, Some(&data.join("compiled")))?;
+        let cache_key = key.derive_key(b"canopy compiled-component cache v1");
+        let runtime =
+            Runtime::with_compiled_cache(limits, Some((&data.join("compiled"), cache_key)))?;
         let plugins = Arc::new(PluginRegistry::new());
         install_plugins(&runtime, &plugins, store.as_ref(), &clock).await?;
         let tokens = Tokens {
@@ -195,6 +197,14 @@ async fn install_plugins(
         }
     }
     sync_plugins(runtime, registry, store).await?;
+    // The precompiled code of components no longer stored (deleted plugins' versions).
+    let mut stored = std::collections::HashSet::new();
+    for active in store.active_plugin_versions().await? {
+        for version in store.plugin_versions(&active.plugin).await? {
+            stored.insert(version.digest);
+        }
+    }
+    runtime.retain_compiled(&stored);
     Ok(())
 }
 

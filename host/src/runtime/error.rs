@@ -23,8 +23,8 @@ pub enum LoadError {
     Compile(String),
     #[error(
         "the component was built against contract {found}, this host speaks \
-         canopy:destination@{CONTRACT_VERSION} and loads plugins built against a \
-         semver-compatible version of it; rebuild it against the host's `wit/`"
+         canopy:destination@{CONTRACT_VERSION} and loads plugins built against it or a newer \
+         compatible release of it; rebuild it against the host's `wit/`"
     )]
     ContractVersion { found: String },
     #[error(

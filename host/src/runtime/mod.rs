@@ -86,11 +86,13 @@ impl Runtime {
         Runtime::with_compiled_cache(limits, None)
     }
 
-    /// A runtime that keeps the native code of what it compiles under `cache` and maps it
-    /// back instead of compiling again (see `compiled.rs`); `None` compiles every time.
+    /// A runtime that keeps the native code of the components it loads under `cache`'s
+    /// directory, authenticated under `cache`'s key (derived from the master key), and loads
+    /// it back instead of compiling again (see `compiled.rs`). `None` compiles every time; a
+    /// cache that cannot be opened is logged and the runtime compiles every time.
     pub fn with_compiled_cache(
         limits: Limits,
-        cache: Option<&std::path::Path>,
+        cache: Option<(&std::path::Path, [u8; 32])>,
     ) -> Result<Runtime, RuntimeError> {
         let err = |e: wasmtime::Error| RuntimeError(format!("{e:#}"));
         let n = limits.max_instances;
@@ -122,15 +124,13 @@ impl Runtime {
         )
         .map_err(err)?;
 
-        let compiled = match cache {
-            Some(root) => Some(CompiledCache::open(root, &engine).map_err(|e| {
-                RuntimeError(format!(
-                    "cannot open the compiled-component cache {}: {e}",
-                    root.display()
-                ))
-            })?),
-            None => None,
-        };
+        let compiled = cache.and_then(|(root, key)| {
+            CompiledCache::open(root, &engine, key)
+                .inspect_err(|error| {
+                    tracing::warn!(path = %root.display(), %error, "cannot open the compiled-component cache; every start compiles the plugins");
+                })
+                .ok()
+        });
         spawn_epoch_ticker(&engine)
             .map_err(|e| RuntimeError(format!("cannot start the epoch thread: {e}")))?;
         Ok(Runtime {
@@ -155,6 +155,13 @@ impl Runtime {
     pub fn load(&self, bytes: &[u8]) -> Result<Plugin, LoadError> {
         let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
         Plugin::load(self.inner.clone(), generation, bytes)
+    }
+
+    /// Removes the precompiled code of every component whose digest is not in `stored`.
+    pub fn retain_compiled(&self, stored: &std::collections::HashSet<String>) {
+        if let Some(cache) = &self.inner.compiled {
+            cache.retain(stored);
+        }
     }
 
     /// Idle warm instances held right now (for metrics and tests).

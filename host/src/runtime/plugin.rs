@@ -97,6 +97,7 @@ impl Plugin {
         .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let compile_time = compiling.elapsed();
         check_exports(&runtime, &component)?;
+        let compiled = component.clone();
         let instance_pre = runtime
             .linker
             .instantiate_pre(&component)
@@ -125,6 +126,12 @@ impl Plugin {
         check_info(&info)?;
         plugin.id = Arc::from(info.id.as_str());
         plugin.info = info;
+        // Only a component that loaded is kept for the next start.
+        if compilation == Compilation::Compiled
+            && let Some(cache) = &plugin.runtime.compiled
+        {
+            cache.keep(&plugin.digest, &compiled);
+        }
         Ok(plugin)
     }
 
@@ -146,12 +153,12 @@ impl Plugin {
         self.size
     }
 
-    /// Whether loading compiled the component or mapped it from the precompiled cache.
+    /// Whether loading compiled the component or took it from the precompiled cache.
     pub fn compilation(&self) -> Compilation {
         self.compilation
     }
 
-    /// How long compiling (or mapping) the component took when it was loaded.
+    /// How long compiling the component (or loading its precompiled code) took.
     pub fn compile_time(&self) -> Duration {
         self.compile_time
     }
@@ -470,9 +477,9 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 
 /// Tells a component built against another contract version apart from one that is not a
 /// destination at all, before the generic type check speaks. Versions follow semver: a
-/// component exporting `plugin` at a compatible version (`0.1.x` for this host's `0.1.0`;
-/// the same major from 1.0 on) loads — wasmtime finds such an export under the host's name —
-/// and is then type-checked against the host's bindings like any other.
+/// component exporting `plugin` at a compatible version ([`compatible_contract`]) loads —
+/// wasmtime finds such an export under the host's name — and is then type-checked against
+/// the host's bindings like any other.
 fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
@@ -503,16 +510,20 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), Lo
     )))
 }
 
-/// Whether a component built against contract `version` can run on this host: the same
-/// major version, and before 1.0 the same minor (semver's rule for `0.x`). A newer patch or
-/// minor may add functions, which this host does not call; what it changed incompatibly
-/// would have been a new major (or `0.x`) version.
+/// Whether a component built against contract `version` can run on this host: a release (not
+/// a pre-release, which wasmtime never matches to another version) on the host's track — the
+/// same major, and before 1.0 the same minor — and not older than the host's. A newer patch
+/// or minor may add functions, which this host does not call; a component built against an
+/// older one would lack the functions this host added.
 pub(crate) fn compatible_contract(version: &str) -> bool {
     let host = semver::Version::parse(CONTRACT_VERSION).expect("the contract version is semver");
     let Ok(theirs) = semver::Version::parse(version) else {
         return false;
     };
-    theirs.major == host.major && (host.major > 0 || theirs.minor == host.minor)
+    theirs.pre.is_empty()
+        && theirs.major == host.major
+        && (host.major > 0 || theirs.minor == host.minor)
+        && theirs >= host
 }
 
 fn placeholder_info() -> PluginInfo {
@@ -625,10 +636,19 @@ mod tests {
             CONTRACT_VERSION, "0.1.0",
             "update the cases below with the contract"
         );
-        for compatible in ["0.1.0", "0.1.1", "0.1.17", "0.1.2-rc.1"] {
+        for compatible in ["0.1.0", "0.1.1", "0.1.17", "0.1.2+build.5"] {
             assert!(compatible_contract(compatible), "{compatible}");
         }
-        for incompatible in ["0.2.0", "0.0.9", "1.0.0", "1.1.0", "9.0.0", "0.1", "x"] {
+        for incompatible in [
+            "0.2.0",
+            "0.0.9",
+            "1.0.0",
+            "1.1.0",
+            "9.0.0",
+            "0.1.2-rc.1",
+            "0.1",
+            "x",
+        ] {
             assert!(!compatible_contract(incompatible), "{incompatible}");
         }
     }

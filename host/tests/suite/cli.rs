@@ -295,6 +295,23 @@ fn plugin_test_compares_every_event_type_with_the_expected_answer() {
         ],
     );
     contains_all(&stdout(&test(&[])), &["19 event types, 19 match, 0 differ"]);
+    // A checkout that turned line ends into CRLF still matches.
+    let crlf = tests.join("expected/tier.changed.json");
+    std::fs::write(&crlf, written.replace('\n', "\r\n")).unwrap();
+    contains_all(&stdout(&test(&[])), &["19 match, 0 differ"]);
+    // A file for no event type the plugin takes fails the run until it is removed.
+    let stale = tests.join("expected/tier.renamed.json");
+    std::fs::write(&stale, "[]\n").unwrap();
+    let with_stale = test(&[]);
+    assert!(!with_stale.status.success());
+    contains_all(
+        &String::from_utf8_lossy(&with_stale.stderr),
+        &[
+            "19 match, 0 differ, 0 missing, 0 written, 1 stale",
+            "tier.renamed.json",
+        ],
+    );
+    std::fs::remove_file(&stale).unwrap();
 
     write(
         &tests,

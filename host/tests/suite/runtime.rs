@@ -495,18 +495,22 @@ fn concurrent_calls_are_independent() {
     });
 }
 
-/// A restart maps the native code it compiled before instead of compiling again: the second
+/// A restart loads the native code it compiled before instead of compiling again: the second
 /// runtime on the same cache loads the template precompiled and it answers exactly as the
-/// compiled one. A damaged file is compiled again and replaced; what another engine left is
-/// removed.
+/// compiled one. Only authentic files are used: a damaged file, or one written under another
+/// key, is compiled again and replaced. A refused component leaves nothing; what another
+/// engine left, and the code of components no longer stored, are removed.
 #[test]
 fn compiled_components_are_kept_and_mapped_back_on_the_next_start() {
     use canopy::runtime::Compilation;
+    const KEY: [u8; 32] = [1; 32];
     let cache = tempfile::tempdir().unwrap();
     let other_engine = cache.path().join("0123456789abcdef");
     std::fs::create_dir_all(&other_engine).unwrap();
     std::fs::write(other_engine.join("old.cwasm"), b"left by another binary").unwrap();
-    let start = || Runtime::with_compiled_cache(test_limits(), Some(cache.path())).unwrap();
+    let start = |key: [u8; 32]| {
+        Runtime::with_compiled_cache(test_limits(), Some((cache.path(), key))).unwrap()
+    };
     let transform = |runtime: &Runtime| {
         let plugin = load(runtime, TEMPLATE);
         let call = plugin
@@ -515,27 +519,47 @@ fn compiled_components_are_kept_and_mapped_back_on_the_next_start() {
         (plugin.compilation(), format!("{:?}", call.value))
     };
 
-    let (first, compiled_answer) = transform(&start());
-    assert_eq!(first, Compilation::Compiled);
+    // A component the runtime refuses is not kept.
+    assert!(start(KEY).load(&component(WRONG_WORLD)).is_err());
     assert!(
         !other_engine.exists(),
         "another engine's directory is removed"
     );
+    assert_eq!(files_under(cache.path()), Vec::<std::path::PathBuf>::new());
+
+    let (first, compiled_answer) = transform(&start(KEY));
+    assert_eq!(first, Compilation::Compiled);
     let files = files_under(cache.path());
     assert_eq!(files.len(), 1, "{files:?}");
     let file = &files[0];
-    let digest = load(&start(), TEMPLATE).digest().to_owned();
+    let digest = load(&runtime(), TEMPLATE).digest().to_owned();
     assert_eq!(
         file.file_name().unwrap().to_str().unwrap(),
         format!("{}.cwasm", digest.strip_prefix("sha256:").unwrap())
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(file), 0o600);
+        assert_eq!(mode(file.parent().unwrap()), 0o700);
+    }
 
-    let (second, precompiled_answer) = transform(&start());
+    let (second, precompiled_answer) = transform(&start(KEY));
     assert_eq!(second, Compilation::Precompiled);
     assert_eq!(precompiled_answer, compiled_answer);
 
-    std::fs::write(file, b"\x7fELF damaged").unwrap();
-    let (third, answer) = transform(&start());
+    // Under another key (a rotated master key, or a file planted by someone without it) the
+    // file is not used, and is replaced under the new key.
+    assert_eq!(transform(&start([2; 32])).0, Compilation::Compiled);
+    assert_eq!(transform(&start([2; 32])).0, Compilation::Precompiled);
+    assert_eq!(transform(&start(KEY)).0, Compilation::Compiled);
+
+    let mut damaged = std::fs::read(file).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    std::fs::write(file, damaged).unwrap();
+    let (third, answer) = transform(&start(KEY));
     assert_eq!(
         third,
         Compilation::Compiled,
@@ -543,7 +567,7 @@ fn compiled_components_are_kept_and_mapped_back_on_the_next_start() {
     );
     assert_eq!(answer, compiled_answer);
     assert_eq!(
-        transform(&start()).0,
+        transform(&start(KEY)).0,
         Compilation::Precompiled,
         "and replaced"
     );
@@ -551,6 +575,20 @@ fn compiled_components_are_kept_and_mapped_back_on_the_next_start() {
         files_under(cache.path()).len(),
         1,
         "no temporary file is left"
+    );
+
+    let runtime = start(KEY);
+    runtime.retain_compiled(&[digest].into_iter().collect());
+    assert_eq!(
+        files_under(cache.path()).len(),
+        1,
+        "a stored component stays"
+    );
+    runtime.retain_compiled(&Default::default());
+    assert_eq!(
+        files_under(cache.path()).len(),
+        0,
+        "one no longer stored goes"
     );
 }
 
