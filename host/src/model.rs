@@ -826,6 +826,38 @@ impl Outcome {
     }
 }
 
+/// An outcome applied to its integration, in the transaction that records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The outcome as it applies now (held if the integration is disabled).
+    pub outcome: Outcome,
+    /// Whether this attempt disabled the integration.
+    pub disabled: bool,
+    /// Whether the integration changed (and must be written).
+    pub changed: bool,
+}
+
+impl Outcome {
+    /// Applies this attempt's outcome to its integration, as every store does when it records
+    /// it: the auto-disable count ([`Integration::observe`]), then the outcome as it applies
+    /// to the integration afterwards ([`Outcome::held_while_disabled`]).
+    pub fn apply_to(
+        self,
+        integration: &mut Integration,
+        auto_disable_after: u32,
+        now: Timestamp,
+    ) -> Applied {
+        let before = integration.clone();
+        let disabled =
+            integration.observe(self.signal, auto_disable_after, now, self.error.as_deref());
+        Applied {
+            outcome: self.held_while_disabled(integration),
+            disabled,
+            changed: *integration != before,
+        }
+    }
+}
+
 /// What recording an attempt did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {

@@ -65,16 +65,21 @@ pub fn run() {
     runtime.block_on(bench());
 }
 
-async fn bench() {
-    let receiver = Receiver::start().await;
-    let client = reqwest::Client::new();
+/// The seed example event under a given id: what every benchmark client sends.
+pub(crate) fn sample_events() -> impl Fn(Uuid) -> Value + Clone {
     let template: Value =
         serde_json::from_str(canopy_test_support::SAMPLE_EVENT).expect("sample event");
-    let event = |id: Uuid| {
+    move |id: Uuid| {
         let mut event = template.clone();
         event["id"] = json!(id.to_string());
         event
-    };
+    }
+}
+
+async fn bench() {
+    let receiver = Receiver::start().await;
+    let client = reqwest::Client::new();
+    let event = sample_events();
     let scratch = tempfile::tempdir().expect("temp dir");
 
     println!(

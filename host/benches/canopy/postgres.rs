@@ -48,13 +48,7 @@ pub fn run() {
 
 async fn bench(server: &str) {
     let receiver = Receiver::start().await;
-    let template: Value =
-        serde_json::from_str(canopy_test_support::SAMPLE_EVENT).expect("sample event");
-    let event = |id: Uuid| {
-        let mut event = template.clone();
-        event["id"] = json!(id.to_string());
-        event
-    };
+    let event = super::pipeline::sample_events();
     let scratch = tempfile::tempdir().expect("temp dir");
     println!(
         "\ncluster mode: {EVENTS} events in batches of {BATCH} ({CLIENTS} clients), then \

@@ -514,15 +514,9 @@ impl PgStore {
         let mut outcome = outcome.clone();
         let mut integration_disabled = false;
         if let Some(mut integration) = Self::integration_for_update(tx, d.integration_id).await? {
-            let before = integration.clone();
-            integration_disabled = integration.observe(
-                outcome.signal,
-                auto_disable_after,
-                now,
-                outcome.error.as_deref(),
-            );
-            outcome = outcome.held_while_disabled(&integration);
-            if integration != before {
+            let applied = outcome.apply_to(&mut integration, auto_disable_after, now);
+            (outcome, integration_disabled) = (applied.outcome, applied.disabled);
+            if applied.changed {
                 Self::put_integration(tx, &integration).await?;
             }
         }

@@ -1020,15 +1020,9 @@ impl Store for SledStore {
         let mut outcome = outcome;
         let integration_key = integration_key(&old.shop, old.integration_id);
         if let Some(mut integration) = self.get::<Integration>(&integration_key, "integration")? {
-            let before = integration.clone();
-            integration_disabled = integration.observe(
-                outcome.signal,
-                auto_disable_after,
-                now,
-                outcome.error.as_deref(),
-            );
-            outcome = outcome.held_while_disabled(&integration);
-            if integration != before {
+            let applied = outcome.apply_to(&mut integration, auto_disable_after, now);
+            (outcome, integration_disabled) = (applied.outcome, applied.disabled);
+            if applied.changed {
                 w.insert(&integration_key, encode(&integration));
             }
         }
