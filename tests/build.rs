@@ -1,6 +1,7 @@
-//! Builds every component the tests and benchmarks load — the template plugin and the
-//! hostile/test components under `tests/components/` — once per build, and writes their
-//! paths into `components.rs` for `src/lib.rs` to include.
+//! Builds every component the tests and benchmarks load — the template plugin, the
+//! hostile/test components under `tests/components/`, and the TypeScript example plugin
+//! (`plugins/braze`, with npm) — once per build, and writes their paths into
+//! `components.rs` for `src/lib.rs` to include.
 
 use std::path::Path;
 
@@ -39,6 +40,13 @@ const COMPONENTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// TypeScript plugins: (constant, project directory, component name).
+const NPM_COMPONENTS: &[(&str, &str, &str)] = &[
+    ("TEMPLATE_TS", "plugins/template-ts", "template-ts"),
+    ("BRAZE", "plugins/braze", "braze"),
+    ("HOSTILE_TS", "tests/components-ts/hostile", "hostile-ts"),
+];
+
 fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let root = Path::new(&manifest_dir)
@@ -53,6 +61,15 @@ fn main() {
             "/// Path of the `{}` component.\npub const {constant}: &str = {:?};\n",
             component.package,
             component.path.display().to_string()
+        ));
+    }
+    // Plugins in other languages, each built by its own toolchain.
+    for (constant, dir, name) in NPM_COMPONENTS {
+        let built = wasm_build::build_npm(root, dir, name);
+        code.push_str(&format!(
+            "/// Path of the `{dir}` component; `None` where its toolchain is missing.\n\
+             pub const {constant}: Option<&str> = {:?};\n",
+            built.map(|path| path.display().to_string())
         ));
     }
     let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");

@@ -127,8 +127,8 @@ pub enum PluginCommand {
         /// Where to create it (default: `./<id>`).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The plugin SDK: a path (the SDK crate, or a Canopy checkout) or a git URL.
-        /// Default: the SDK of the source tree this binary was built from.
+        /// The plugin SDK: a path (the language's SDK, or a Canopy checkout holding it) or,
+        /// for Rust, a git URL. Default: the SDK of the source tree this binary was built from.
         #[arg(long)]
         sdk: Option<String>,
     },
@@ -379,7 +379,7 @@ pub fn plugin_command(command: PluginCommand) -> Result<String, String> {
             })
         }
         PluginCommand::New { id, lang, dir, sdk } => {
-            let sdk = crate::scaffold::Sdk::locate(sdk.as_deref())?;
+            let sdk = crate::scaffold::Sdk::locate(sdk.as_deref(), lang)?;
             let dir = dir.unwrap_or_else(|| PathBuf::from(&id));
             crate::scaffold::new_project(&dir, &id, lang, &sdk)
         }

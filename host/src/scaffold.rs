@@ -1,12 +1,20 @@
 //! `canopy plugin new`: a complete plugin project in a new directory, outside this
 //! repository — source, manifest, README, and the test settings `canopy plugin test` uses.
 //!
-//! The Rust project's source is the bundled template plugin itself (`plugins/template`), with
-//! its id and name replaced, so the scaffold never drifts from a plugin this repository
-//! builds and tests. It depends on the SDK by path (a checkout of this repository; the
-//! default is the one this binary was built from, when it still exists) or by git URL; the
-//! SDK is a plain crate, ready to publish, and the dependency line is the only thing to
-//! change when it is.
+//! - **Rust**: the source is the bundled template plugin itself (`plugins/template`), with
+//!   its id and name replaced, so the scaffold never drifts from a plugin this repository
+//!   builds and tests. It depends on the SDK (`plugins/sdk`) by path or by git URL; the SDK
+//!   is a plain crate, ready to publish, and the dependency line is the only thing to change
+//!   when it is.
+//! - **TypeScript**: the TypeScript template plugin (`plugins/template-ts`, built and tested
+//!   here like the Rust one) with its id and name replaced, and its manifest with the
+//!   project's name, component file and SDK dependency. It builds with the Bytecode
+//!   Alliance's `jco componentize` (StarlingMonkey), type-checked by `tsc` against types
+//!   `jco guest-types` generates from the contract. It depends on the TypeScript SDK
+//!   (`plugins/sdk-ts`, an npm package) by path (`file:`), which is what npm offers for a
+//!   package inside a repository; publishing it changes only that line.
+//!
+//! The SDK path defaults to the source tree this binary was built from, when it still exists.
 
 use std::path::{Path, PathBuf};
 
@@ -16,10 +24,51 @@ use minijinja::{Environment, context};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Language {
     Rust,
+    /// TypeScript (JavaScript works too: TypeScript is a superset).
+    #[value(alias = "typescript")]
+    Ts,
+}
+
+impl Language {
+    /// The SDK's directory in a checkout, and the file that marks it.
+    fn sdk_dir(self) -> (&'static str, &'static str) {
+        match self {
+            Language::Rust => ("plugins/sdk", "Cargo.toml"),
+            Language::Ts => ("plugins/sdk-ts", "package.json"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Language::Rust => "Rust",
+            Language::Ts => "TypeScript",
+        }
+    }
 }
 
 /// The template plugin's source: the scaffold's `src/lib.rs`.
 const TEMPLATE_SOURCE: &str = include_str!("../../plugins/template/src/lib.rs");
+
+/// The TypeScript template plugin: its source, manifest and compiler settings.
+const TS_TEMPLATE_SOURCE: &str = include_str!("../../plugins/template-ts/src/plugin.ts");
+const TS_TEMPLATE_MANIFEST: &str = include_str!("../../plugins/template-ts/package.json");
+const TS_TEMPLATE_ID: &str = "template-ts";
+
+const TS_FILES: &[(&str, &str)] = &[
+    (
+        "tsconfig.json",
+        include_str!("../../plugins/template-ts/tsconfig.json"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../plugins/template-ts/.gitignore"),
+    ),
+    ("README.md", include_str!("scaffold/ts/README.md.j2")),
+    (
+        "tests/settings.json",
+        include_str!("scaffold/rust/settings.json.j2"),
+    ),
+];
 
 const RUST_FILES: &[(&str, &str)] = &[
     ("Cargo.toml", include_str!("scaffold/rust/Cargo.toml.j2")),
@@ -39,33 +88,40 @@ pub enum Sdk {
 }
 
 impl Sdk {
-    /// `--sdk`: a git URL, or a path to the SDK crate (or to a checkout holding
-    /// `plugins/sdk`). Without it, the SDK of the tree this binary was built from.
-    pub fn locate(given: Option<&str>) -> Result<Sdk, String> {
+    /// `--sdk`: a path to the language's SDK (or to a checkout holding it), or for Rust a
+    /// git URL. Without it, the SDK of the tree this binary was built from.
+    pub fn locate(given: Option<&str>, language: Language) -> Result<Sdk, String> {
+        let (sdk_dir, marker) = language.sdk_dir();
+        let is_url = |text: &str| {
+            ["https://", "http://", "ssh://", "git://", "file://"]
+                .iter()
+                .any(|scheme| text.starts_with(scheme))
+                || (text.starts_with("git@") && text.contains(':'))
+        };
         match given {
-            Some(url)
-                if ["https://", "http://", "ssh://", "git://", "file://"]
-                    .iter()
-                    .any(|scheme| url.starts_with(scheme)) =>
-            {
-                Ok(Sdk::Git(url.to_owned()))
-            }
+            Some(url) if is_url(url) && language != Language::Rust => Err(format!(
+                "a {} SDK is taken by path (npm cannot depend on a folder inside a git \
+                 repository): pass --sdk with the path of a Canopy checkout or of its {sdk_dir}",
+                language.name()
+            )),
             // scp-like `git@host:owner/repo`, which cargo takes only as an `ssh://` URL.
             Some(scp) if scp.starts_with("git@") && scp.contains(':') => {
                 let (host, path) = scp.split_once(':').expect("checked");
                 Ok(Sdk::Git(format!("ssh://{host}/{path}")))
             }
+            Some(url) if is_url(url) => Ok(Sdk::Git(url.to_owned())),
             Some(path) => {
                 let path = Path::new(path);
-                let crate_dir = if path.join("plugins/sdk/Cargo.toml").is_file() {
-                    path.join("plugins/sdk")
+                let crate_dir = if path.join(sdk_dir).join(marker).is_file() {
+                    path.join(sdk_dir)
                 } else {
                     path.to_owned()
                 };
-                if !crate_dir.join("Cargo.toml").is_file() {
+                if !crate_dir.join(marker).is_file() {
                     return Err(format!(
-                        "{} is not the plugin SDK (no Cargo.toml there or in plugins/sdk)",
-                        path.display()
+                        "{} is not the {} plugin SDK (no {marker} there or in {sdk_dir})",
+                        path.display(),
+                        language.name()
                     ));
                 }
                 Ok(Sdk::Path(crate_dir.canonicalize().map_err(|e| {
@@ -73,16 +129,32 @@ impl Sdk {
                 })?))
             }
             None => {
-                let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk");
+                let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(sdk_dir);
                 match built_from.canonicalize() {
-                    Ok(dir) if dir.join("Cargo.toml").is_file() => Ok(Sdk::Path(dir)),
-                    _ => Err(
-                        "pass --sdk: the path of the plugin SDK (plugins/sdk in a checkout \
-                              of Canopy) or a git URL of the repository"
-                            .to_owned(),
-                    ),
+                    Ok(dir) if dir.join(marker).is_file() => Ok(Sdk::Path(dir)),
+                    _ => Err(format!(
+                        "pass --sdk: the path of the plugin SDK ({sdk_dir} in a checkout of \
+                         Canopy){}",
+                        if language == Language::Rust {
+                            " or a git URL of the repository"
+                        } else {
+                            ""
+                        }
+                    )),
                 }
             }
+        }
+    }
+
+    /// The npm dependency's version field: `file:<path>`.
+    fn npm_dependency(&self) -> Result<String, String> {
+        match self {
+            Sdk::Path(path) => Ok(format!("file:{}", path.display())),
+            Sdk::Git(url) => Err(format!(
+                "{url}: a TypeScript SDK is taken by path, not from git"
+            )),
         }
     }
 
@@ -185,6 +257,7 @@ pub fn new_project(dir: &Path, id: &str, language: Language, sdk: &Sdk) -> Resul
     let title = title(id);
     let files = match language {
         Language::Rust => rust_files(id, &title, sdk)?,
+        Language::Ts => ts_files(id, &title, sdk)?,
     };
     for (name, content) in &files {
         let path = dir.join(name);
@@ -195,18 +268,26 @@ pub fn new_project(dir: &Path, id: &str, language: Language, sdk: &Sdk) -> Resul
         std::fs::write(&path, content)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
+    let (build, wasm) = match language {
+        Language::Rust => (
+            "cargo build --release --target wasm32-wasip2".to_owned(),
+            format!("target/wasm32-wasip2/release/{}.wasm", id.replace('-', "_")),
+        ),
+        Language::Ts => (
+            "npm install\n  npm run build".to_owned(),
+            format!("dist/{id}.wasm"),
+        ),
+    };
     Ok(format!(
-        "created {} ({} plugin `{id}`); next:\n  cd {}\n  cargo build --release --target wasm32-wasip2\n  \
-         canopy plugin test target/wasm32-wasip2/release/{}.wasm --bless\n",
+        "created {} ({} plugin `{id}`); next:\n  cd {}\n  {build}\n  \
+         canopy plugin test {wasm} --bless\n",
         dir.display(),
-        "Rust",
+        language.name(),
         dir.display(),
-        id.replace('-', "_"),
     ))
 }
 
 fn rust_files(id: &str, title: &str, sdk: &Sdk) -> Result<Vec<(String, String)>, String> {
-    let env = Environment::new();
     let values = context! {
         id,
         title,
@@ -214,8 +295,82 @@ fn rust_files(id: &str, title: &str, sdk: &Sdk) -> Result<Vec<(String, String)>,
         file => id.replace('-', "_"),
         sdk => sdk.dependency(),
     };
+    let mut files = render(RUST_FILES, values)?;
+    files.push(("src/lib.rs".to_owned(), rust_source(id, title)?));
+    Ok(files)
+}
+
+fn ts_files(id: &str, title: &str, sdk: &Sdk) -> Result<Vec<(String, String)>, String> {
+    let mut files = render(TS_FILES, context! { id, title })?;
+    files.push(("package.json".to_owned(), ts_manifest(id, sdk)?));
+    files.push((
+        "src/plugin.ts".to_owned(),
+        replace_all(
+            TS_TEMPLATE_SOURCE,
+            &[
+                (
+                    "// Template destination in TypeScript — `canopy plugin new --lang ts` starts a project from\n\
+                     // this file; change it into your platform's mapping.",
+                    format!(
+                        "// {title} destination, started from Canopy's TypeScript plugin template; change it\n\
+                         // into your platform's mapping."
+                    ),
+                ),
+                (
+                    "id: 'template-ts',",
+                    format!("id: '{id}',"),
+                ),
+                (
+                    "name: 'Template (TypeScript)',",
+                    format!("name: '{title}',"),
+                ),
+            ],
+        )?,
+    ));
+    Ok(files)
+}
+
+/// The TypeScript template's `package.json` as project `id`'s: its name, its component file
+/// and where its SDK comes from.
+fn ts_manifest(id: &str, sdk: &Sdk) -> Result<String, String> {
+    let mut manifest: serde_json::Value = serde_json::from_str(TS_TEMPLATE_MANIFEST)
+        .map_err(|e| format!("the TypeScript template's package.json is not JSON: {e}"))?;
+    let object = manifest
+        .as_object_mut()
+        .ok_or("the TypeScript template's package.json is not an object")?;
+    object.insert("name".into(), id.into());
+    object.insert("description".into(), "A Canopy destination plugin".into());
+    object.remove("license");
+    let scripts = object
+        .get_mut("scripts")
+        .and_then(|s| s.as_object_mut())
+        .ok_or("the TypeScript template's package.json has no scripts")?;
+    for script in scripts.values_mut() {
+        if let Some(text) = script.as_str() {
+            *script = text
+                .replace(
+                    &format!("dist/{TS_TEMPLATE_ID}.wasm"),
+                    &format!("dist/{id}.wasm"),
+                )
+                .into();
+        }
+    }
+    let dependency = object
+        .get_mut("devDependencies")
+        .and_then(|d| d.get_mut("@canopy/plugin-sdk"))
+        .ok_or("the TypeScript template's package.json does not depend on the SDK")?;
+    *dependency = sdk.npm_dependency()?.into();
+    Ok(serde_json::to_string_pretty(&manifest).expect("JSON serializes") + "\n")
+}
+
+/// Renders each template of `templates` with `values`.
+fn render(
+    templates: &[(&str, &str)],
+    values: minijinja::Value,
+) -> Result<Vec<(String, String)>, String> {
+    let env = Environment::new();
     let mut files = Vec::new();
-    for (name, source) in RUST_FILES {
+    for (name, source) in templates {
         let mut text = env
             .render_str(source, &values)
             .map_err(|e| format!("the {name} template does not render: {e}"))?;
@@ -225,31 +380,37 @@ fn rust_files(id: &str, title: &str, sdk: &Sdk) -> Result<Vec<(String, String)>,
         }
         files.push(((*name).to_owned(), text));
     }
-    files.push(("src/lib.rs".to_owned(), rust_source(id, title)?));
     Ok(files)
 }
 
 /// The template plugin's source as plugin `id`.
 fn rust_source(id: &str, title: &str) -> Result<String, String> {
-    let replacements = [
-        (
-            "//! Template destination — copy this crate to start a new plugin.",
-            format!("//! {title} destination, started from Canopy's plugin template."),
-        ),
-        ("id: \"template\".into()", format!("id: {id:?}.into()")),
-        (
-            "name: \"Template\".into()",
-            format!("name: {title:?}.into()"),
-        ),
-    ];
-    let mut source = TEMPLATE_SOURCE.to_owned();
+    replace_all(
+        TEMPLATE_SOURCE,
+        &[
+            (
+                "//! Template destination — copy this crate to start a new plugin.",
+                format!("//! {title} destination, started from Canopy's plugin template."),
+            ),
+            ("id: \"template\".into()", format!("id: {id:?}.into()")),
+            (
+                "name: \"Template\".into()",
+                format!("name: {title:?}.into()"),
+            ),
+        ],
+    )
+}
+
+/// `source` with each `(from, to)` replaced; an error when a `from` is no longer there.
+fn replace_all(source: &str, replacements: &[(&str, String)]) -> Result<String, String> {
+    let mut source = source.to_owned();
     for (from, to) in replacements {
         if !source.contains(from) {
             return Err(format!(
                 "the template plugin's source no longer holds `{from}`; update the scaffold"
             ));
         }
-        source = source.replace(from, &to);
+        source = source.replace(from, to);
     }
     Ok(source)
 }
@@ -287,7 +448,7 @@ mod tests {
         assert!(manifest.contains("canopy-plugin-sdk = { path = \"/sdk\" }"));
         assert!(get("README.md").contains("release/acme_events.wasm"));
         assert!(get("README.md").contains("{{secret:name}}"));
-        let git = Sdk::locate(Some("git@example.com:canopy/canopy.git")).unwrap();
+        let git = Sdk::locate(Some("git@example.com:canopy/canopy.git"), Language::Rust).unwrap();
         assert_eq!(
             git.dependency(),
             r#"{ git = "ssh://git@example.com/canopy/canopy.git" }"#
@@ -295,6 +456,43 @@ mod tests {
         let quoted = Sdk::Path(PathBuf::from("/a \"b\"")).dependency();
         assert_eq!(quoted, r#"{ path = "/a \"b\"" }"#);
         assert_eq!(title("acme-events"), "Acme Events");
+    }
+
+    #[test]
+    fn the_typescript_scaffold_names_the_plugin_and_takes_the_sdk_by_path() {
+        let temporary = tempfile::tempdir().unwrap();
+        let dir = temporary.path().join("acme-ts");
+        let sdk = Sdk::Path(PathBuf::from("/checkout/plugins/sdk-ts"));
+        let told = new_project(&dir, "acme-ts", Language::Ts, &sdk).unwrap();
+        assert!(told.contains("npm run build"), "{told}");
+        assert!(told.contains("dist/acme-ts.wasm"), "{told}");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let manifest: serde_json::Value = serde_json::from_str(&read("package.json")).unwrap();
+        assert_eq!(manifest["name"], "acme-ts");
+        assert_eq!(
+            manifest["devDependencies"]["@canopy/plugin-sdk"],
+            "file:/checkout/plugins/sdk-ts"
+        );
+        assert!(
+            manifest["scripts"]["build"]
+                .as_str()
+                .unwrap()
+                .contains("-o dist/acme-ts.wasm")
+        );
+        let source = read("src/plugin.ts");
+        assert!(source.contains("id: 'acme-ts',"), "{source}");
+        assert!(source.contains("name: 'Acme Ts',"), "{source}");
+        assert!(
+            !source.contains("template-ts") && !source.contains("(TypeScript)'"),
+            "{source}"
+        );
+        assert!(read("README.md").contains("{{secret:name}}"));
+        assert!(read(".gitignore").contains("/node_modules"));
+        // A TypeScript SDK is a path: npm cannot take a folder of a git repository.
+        let err = Sdk::locate(Some("https://example.com/canopy.git"), Language::Ts).unwrap_err();
+        assert!(err.contains("by path"), "{err}");
+        let err = Sdk::locate(Some("/nowhere"), Language::Ts).unwrap_err();
+        assert!(err.contains("no package.json"), "{err}");
     }
 
     #[test]

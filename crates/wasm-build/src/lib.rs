@@ -119,3 +119,66 @@ fn ensure_target_installed() {
         );
     }
 }
+
+/// Builds a TypeScript plugin project (`dir`, relative to the workspace root) with its own
+/// npm scripts — `npm ci` when its `node_modules` is older than its lock file, then
+/// `npm run build` — and returns the component `dist/<name>.wasm`. `None`, with a loud
+/// warning, when npm is not installed (`scripts/setup --tests` installs it); under CI (`CI`
+/// set) that is a failure instead, so CI never skips these plugins.
+pub fn build_npm(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf> {
+    let project = workspace_root.join(dir);
+    for input in ["src", "package.json", "package-lock.json", "tsconfig.json"] {
+        println!("cargo:rerun-if-changed={}", project.join(input).display());
+    }
+    for input in [
+        "plugins/sdk-ts/src",
+        "plugins/sdk-ts/package.json",
+        "plugins/sdk-ts/bundle.config.js",
+    ] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace_root.join(input).display()
+        );
+    }
+    println!("cargo:rerun-if-env-changed=PATH");
+    let npm_found = Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !npm_found {
+        let message = format!(
+            "npm is not installed: the TypeScript plugin {dir} is not built and its tests are \
+             SKIPPED (scripts/setup --tests installs Node.js and npm)"
+        );
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        println!("cargo:warning={message}");
+        return None;
+    }
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(&project.join("node_modules/.package-lock.json"));
+    if installed.is_none() || installed < modified(&project.join("package-lock.json")) {
+        npm(&project, &["ci", "--no-audit", "--no-fund"]);
+    }
+    npm(&project, &["run", "build"]);
+    let component = project.join("dist").join(format!("{name}.wasm"));
+    assert!(
+        component.exists(),
+        "{} was not produced",
+        component.display()
+    );
+    Some(component)
+}
+
+fn npm(project: &Path, args: &[&str]) {
+    let status = Command::new("npm")
+        .current_dir(project)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("could not run npm in {}: {e}", project.display()));
+    assert!(
+        status.success(),
+        "`npm {}` failed in {} (see its output above)",
+        args.join(" "),
+        project.display()
+    );
+}

@@ -195,6 +195,136 @@ pub fn run() {
     }
 
     load_times(&subjects);
+    languages(&subjects[0]);
+}
+
+/// The same template destination written in each language (`plugins/template` in Rust,
+/// `plugins/template-ts` in TypeScript): what a component of each costs the host. Compile is
+/// what an upload (or a start without the precompiled cache) pays; peak RSS is how much the
+/// host's resident memory rose while compiling it; precompiled is a later start's load from
+/// the cache; fresh is instantiate + call + tear down, warm a call in a reused instance;
+/// memory is the instance's linear memory after a call. Ratios are against the Rust row.
+fn languages(rust_template: &Subject) {
+    let Some(ts_path) = canopy_test_support::TEMPLATE_TS else {
+        println!("\nper-language figures: SKIPPED (npm is not installed: no TypeScript template)");
+        return;
+    };
+    let subjects = [
+        ("Rust", rust_template.wasm.clone()),
+        ("TypeScript", canopy_test_support::component(ts_path)),
+    ];
+    let cache = tempfile::tempdir().expect("temp dir");
+    let runtime = Runtime::with_compiled_cache(Limits::default(), Some((cache.path(), [7; 32])))
+        .expect("runtime");
+    let config = PluginConfig {
+        settings: rust_template.settings.clone(),
+        secrets_present: rust_template.secrets.clone(),
+    };
+    println!(
+        "\nthe template destination per language (release build), seed example event, median of {ROUNDS} rounds"
+    );
+    println!(
+        "{:<11} {:>9} {:>17} {:>9} {:>12} {:>17} {:>17} {:>17} {:>9}",
+        "language",
+        "size",
+        "compile",
+        "peak RSS",
+        "precompiled",
+        "instantiate",
+        "fresh call",
+        "warm call",
+        "memory"
+    );
+    let mut rust_figures = None;
+    for (language, wasm) in &subjects {
+        let (plugin, compile, peak) = peak_rss_while(|| runtime.load(wasm).expect("loads"));
+        assert_eq!(plugin.compilation(), canopy::runtime::Compilation::Compiled);
+        let precompiled = runtime.load(wasm).expect("loads from the cache");
+        assert_eq!(
+            precompiled.compilation(),
+            canopy::runtime::Compilation::Precompiled
+        );
+        let first = plugin
+            .transform(Scope::Fresh, SAMPLE_EVENT, &config)
+            .expect("the call succeeds");
+        assert!(
+            first.value.is_ok(),
+            "{language}: the template maps the sample"
+        );
+        let memory = first.usage.memory_bytes;
+        let fresh = measure(200, || {
+            black_box(
+                plugin
+                    .transform(Scope::Fresh, black_box(SAMPLE_EVENT), &config)
+                    .ok(),
+            );
+        });
+        let warm = measure(2_000, || {
+            black_box(
+                plugin
+                    .transform(
+                        Scope::Integration("bench"),
+                        black_box(SAMPLE_EVENT),
+                        &config,
+                    )
+                    .ok(),
+            );
+        });
+        let instantiate = fresh.saturating_sub(warm);
+        // Against the Rust row, on the rows after it.
+        let ratio = |value: f64, index: usize| {
+            rust_figures.map_or(" ".repeat(7), |base: [f64; 4]| {
+                format!(" {:>5.0}×", value / base[index])
+            })
+        };
+        let figures = [
+            micros(compile) / 1000.0,
+            micros(instantiate),
+            micros(fresh),
+            micros(warm),
+        ];
+        println!(
+            "{:<11} {:>6} KB {:>7.0} ms{} {:>6} MB {:>9.1} ms {:>7.0} µs{} {:>7.0} µs{} {:>7.1} µs{} {:>6} KB",
+            language,
+            wasm.len() / 1024,
+            figures[0],
+            ratio(figures[0], 0),
+            peak / (1024 * 1024),
+            micros(precompiled.compile_time()) / 1000.0,
+            figures[1],
+            ratio(figures[1], 1),
+            figures[2],
+            ratio(figures[2], 2),
+            figures[3],
+            ratio(figures[3], 3),
+            memory / 1024,
+        );
+        rust_figures.get_or_insert(figures);
+    }
+}
+
+/// Runs `f` and returns its result, how long it took, and how far the process's peak
+/// resident memory rose meanwhile (Linux: `VmHWM`, reset through `clear_refs`; 0 elsewhere).
+fn peak_rss_while<T>(f: impl FnOnce() -> T) -> (T, Duration, usize) {
+    let status_kb = |field: &str| -> usize {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    };
+    // Writing 5 resets the peak to the current resident size.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = status_kb("VmRSS:");
+    let start = Instant::now();
+    let value = f();
+    let elapsed = start.elapsed();
+    let peak = status_kb("VmHWM:");
+    (value, elapsed, peak.saturating_sub(before) * 1024)
 }
 
 /// What a start or an upload pays per component: compiling it, against loading the native

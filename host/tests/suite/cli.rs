@@ -347,9 +347,6 @@ fn plugin_test_compares_every_event_type_with_the_expected_answer() {
 /// starts from the workspace's lock file so it builds the same dependency versions.
 #[tokio::test]
 async fn a_new_plugin_project_builds_tests_uploads_and_delivers() {
-    use crate::harness::{Canopy, accepting, fresh, received};
-    use reqwest::StatusCode;
-
     let work = tempfile::tempdir().unwrap();
     let project = work.path().join("acme-events");
     let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk");
@@ -379,42 +376,100 @@ async fn a_new_plugin_project_builds_tests_uploads_and_delivers() {
         .expect("cargo runs");
     assert!(built.success(), "the new project builds");
     let wasm = target.join("wasm32-wasip2/release/acme_events.wasm");
-    let wasm_arg = wasm.to_str().unwrap();
-    let tests = project.join("tests");
-    let tests_arg = tests.to_str().unwrap();
+    bless_and_test(&wasm, &project.join("tests"), "acme-events");
 
+    upload_and_deliver("acme-events", &wasm).await;
+}
+
+/// `canopy plugin test` on a new project's component: every expected file written, then
+/// every one matching.
+fn bless_and_test(wasm: &Path, tests: &Path, id: &str) {
+    let (wasm, tests) = (wasm.to_str().unwrap(), tests.to_str().unwrap());
     contains_all(
         &stdout(&canopy(&[
-            "plugin", "test", wasm_arg, "--dir", tests_arg, "--bless",
+            "plugin", "test", wasm, "--dir", tests, "--bless",
         ])),
-        &["acme-events 0.1.0: 19 event types", "19 written"],
+        &[&format!("{id} 0.1.0: 19 event types"), "19 written"],
     );
     contains_all(
-        &stdout(&canopy(&["plugin", "test", wasm_arg, "--dir", tests_arg])),
+        &stdout(&canopy(&["plugin", "test", wasm, "--dir", tests])),
         &["19 match, 0 differ"],
     );
+}
+
+/// Uploads a new project's component (the template: POST the event to `url`) to a running
+/// server and delivers an event through it.
+async fn upload_and_deliver(id: &str, wasm: &Path) {
+    use crate::harness::{Canopy, accepting, fresh, received};
+    use reqwest::StatusCode;
 
     let receiver = accepting().await;
     let server = Canopy::start(|_| {}).await;
     let (status, uploaded) = server
-        .upload(
-            "acme-events",
-            std::fs::read(&wasm).unwrap(),
-            "application/wasm",
-        )
+        .upload(id, std::fs::read(wasm).unwrap(), "application/wasm")
         .await;
     assert_eq!(status, StatusCode::CREATED, "{uploaded}");
     server
         .integration(serde_json::json!({
-            "name": "Acme", "plugin": "acme-events", "events": ["*"],
+            "name": "Acme", "plugin": id, "events": ["*"],
             "settings": {"url": format!("{}/acme", receiver.uri())},
         }))
         .await;
-    let id = server.ingest_one(fresh("tier.changed")).await;
-    server.delivery_with_status(&id, "succeeded").await;
+    let delivery = server.ingest_one(fresh("tier.changed")).await;
+    server.delivery_with_status(&delivery, "succeeded").await;
     let requests = received(&receiver, 1).await;
     assert_eq!(requests[0].url.path(), "/acme");
     let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
     assert_eq!(body["event"], "tier.changed");
     server.stop().await;
+}
+
+/// The same path as a TypeScript author: `plugin new --lang ts`, `npm install`,
+/// `npm run build` (types generated from the contract, `tsc`, `jco componentize`), then
+/// `plugin test`, upload and delivery.
+#[tokio::test]
+async fn a_new_typescript_plugin_project_builds_tests_uploads_and_delivers() {
+    let npm_found = Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !npm_found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "npm is not installed (scripts/setup --tests installs it)"
+        );
+        eprintln!(
+            "######## SKIPPED: npm is not installed (scripts/setup --tests installs it) ########"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("acme-ts");
+    let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk-ts");
+    let out = stdout(&canopy(&[
+        "plugin",
+        "new",
+        "acme-ts",
+        "--lang",
+        "ts",
+        "--dir",
+        project.to_str().unwrap(),
+        "--sdk",
+        sdk,
+    ]));
+    contains_all(&out, &["npm run build", "dist/acme-ts.wasm"]);
+    for args in [
+        &["install", "--no-audit", "--no-fund", "--prefer-offline"][..],
+        &["run", "build"],
+    ] {
+        let status = Command::new("npm")
+            .current_dir(&project)
+            .args(args)
+            .status()
+            .expect("npm runs");
+        assert!(status.success(), "npm {args:?} succeeds in the new project");
+    }
+    let wasm = project.join("dist/acme-ts.wasm");
+    bless_and_test(&wasm, &project.join("tests"), "acme-ts");
+    upload_and_deliver("acme-ts", &wasm).await;
 }

@@ -11,6 +11,7 @@ mod faults;
 mod fuzz;
 mod hardening;
 mod harness;
+mod languages;
 mod migrate_store;
 mod pipeline;
 mod runtime;

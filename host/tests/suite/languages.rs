@@ -1,0 +1,432 @@
+//! Plugins written in other languages than Rust, built by their own toolchains from
+//! `plugins/`: the TypeScript template (`plugins/template-ts`, what `plugin new --lang ts`
+//! starts from) and the TypeScript Braze destination (`plugins/braze`), built with npm and
+//! `jco componentize` by `canopy-test-support`'s build script, through the same runtime, the
+//! same `canopy plugin test` review and the same server as the bundled Rust ones.
+//!
+//! Where npm is not installed the component is not built and these tests say so loudly and
+//! return; under CI the build fails instead (`wasm_build::build_npm`), so CI never skips them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use canopy::runtime::{Plugin, PluginConfig, PluginError, PluginResponse, Runtime, Scope, Verdict};
+use canopy_events::EventKind;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::harness::{Canopy, header, received, sample};
+use crate::server_limits;
+
+const BRAZE_KEY: &str = "braze-rest-key-0123456789abcdef";
+
+/// A built TypeScript component, or `None` (said loudly) where npm is missing.
+fn component(built: Option<&str>, dir: &str) -> Option<Vec<u8>> {
+    match built {
+        Some(path) => Some(canopy_test_support::component(path)),
+        None => {
+            eprintln!(
+                "################################################################\n\
+                 # SKIPPED: npm is not installed, so the TypeScript plugin       #\n\
+                 # {dir:<20} was not built (scripts/setup --tests installs  #\n\
+                 # Node.js and npm).                                             #\n\
+                 ################################################################"
+            );
+            None
+        }
+    }
+}
+
+fn braze_component() -> Option<Vec<u8>> {
+    component(canopy_test_support::BRAZE, "plugins/braze")
+}
+
+fn load(bytes: &[u8]) -> Arc<Plugin> {
+    let runtime = Runtime::new(server_limits()).unwrap();
+    Arc::new(runtime.load(bytes).expect("the component loads"))
+}
+
+fn braze() -> Option<Arc<Plugin>> {
+    braze_component().map(|bytes| load(&bytes))
+}
+
+fn braze_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/braze"))
+}
+
+/// `canopy plugin test`'s run over a project's `tests/` (its settings, every secret the
+/// plugin declares set), which must pass for all 19 event types.
+fn passes_its_expected_files(plugin: &Plugin, project: &str) {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(project)
+        .join("tests");
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(tests.join("settings.json")).unwrap())
+            .unwrap();
+    let config = PluginConfig {
+        settings,
+        secrets_present: plugin
+            .info()
+            .settings
+            .iter()
+            .filter(|s| s.secret)
+            .map(|s| s.name.clone())
+            .collect(),
+    };
+    let report = canopy::plugin_test::run(plugin, &config, &tests.join("expected"), false)
+        .expect("the run happens");
+    assert_eq!(report.results.len(), EventKind::ALL.len());
+    assert!(report.passed(), "{project}: {}", report.text());
+}
+
+#[test]
+fn braze_answers_every_event_type_as_its_expected_files_say() {
+    let Some(plugin) = braze() else { return };
+    let info = plugin.info();
+    assert_eq!((info.id.as_str(), info.name.as_str()), ("braze", "Braze"));
+    assert_eq!(info.events, vec!["*".to_owned()]);
+    passes_its_expected_files(&plugin, "plugins/braze");
+}
+
+/// The TypeScript template and the Rust one are the same destination written twice: for
+/// every event type and several configurations, the same requests or the same refusal. This
+/// holds the TypeScript SDK (event parsing, settings, request building) to the Rust SDK.
+#[test]
+fn the_typescript_template_answers_exactly_as_the_rust_template_does() {
+    let Some(bytes) = component(canopy_test_support::TEMPLATE_TS, "plugins/template-ts") else {
+        return;
+    };
+    let ts = load(&bytes);
+    passes_its_expected_files(&ts, "plugins/template-ts");
+    let rust = load(&canopy_test_support::component(
+        canopy_test_support::TEMPLATE,
+    ));
+    let url = json!({"url": "https://hooks.example.com/loyalty"});
+    let configs = [
+        (url.clone(), vec![]),
+        (
+            url.clone(),
+            vec!["token".to_owned(), "signing_secret".to_owned()],
+        ),
+        (
+            json!({"url": "https://hooks.example.com/x", "require_email": true}),
+            vec!["token".to_owned()],
+        ),
+        (json!({}), vec![]),
+        (json!({"url": "ftp://nope"}), vec![]),
+    ];
+    let mut anonymous = sample("review.submitted");
+    anonymous["customer"] = json!({"shopify_customer_id": 42});
+    let mut events: Vec<String> = EventKind::ALL
+        .iter()
+        .map(|k| k.sample_json().to_owned())
+        .collect();
+    events.push(anonymous.to_string());
+    events.push(r#"{"event": "nope", "timestamp": "x"}"#.to_owned());
+    for (settings, secrets) in configs {
+        let config = PluginConfig {
+            settings,
+            secrets_present: secrets,
+        };
+        let check = |plugin: &Plugin| plugin.validate_config(Scope::Fresh, &config).unwrap().value;
+        assert_eq!(check(&ts), check(&rust), "{config:?}");
+        for event in &events {
+            // The host's own refusal of a request (e.g. an ftp:// URL) counts as an answer.
+            let answer = |plugin: &Plugin| match plugin.transform(Scope::Fresh, event, &config) {
+                Ok(call) => canopy::plugin_test::review(&call.value),
+                Err(error) => format!("error: {error}"),
+            };
+            let (from_ts, from_rust) = (answer(&ts), answer(&rust));
+            // Refusal reasons name the parser that refused (serde or JSON.parse).
+            if from_rust.contains("\"refused\": \"invalid_event\"") {
+                assert!(
+                    from_ts.contains("\"refused\": \"invalid_event\""),
+                    "{from_ts}"
+                );
+            } else {
+                assert_eq!(from_ts, from_rust, "{event} with {config:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn braze_identifies_customers_and_refuses_what_it_cannot_send() {
+    let Some(plugin) = braze() else { return };
+    let config = |settings: Value, secrets: &[&str]| PluginConfig {
+        settings,
+        secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let transform = |event: &Value, config: &PluginConfig| {
+        plugin
+            .transform(Scope::Fresh, &event.to_string(), config)
+            .expect("the call succeeds")
+            .value
+    };
+    let tier = sample("tier.changed");
+
+    let by_id = config(
+        json!({"identify_by": "external_id", "instance": "EU-01", "app_id": "app-1"}),
+        &["api_key"],
+    );
+    let requests = transform(&tier, &by_id).expect("sent");
+    assert_eq!(requests[0].url, "https://rest.fra-01.braze.eu/users/track");
+    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let event = &body["events"][0];
+    assert_eq!(event["external_id"], "7891234567890");
+    assert_eq!(event["app_id"], "app-1");
+    assert!(event.get("email").is_none(), "{event}");
+
+    let mut anonymous = tier.clone();
+    anonymous["customer"] = json!({"first_name": "Ann"});
+    for settings in [json!({}), json!({"identify_by": "external_id"})] {
+        let refusal = transform(&anonymous, &config(settings, &["api_key"])).unwrap_err();
+        assert!(
+            matches!(refusal, canopy::runtime::Refusal::Skip(_)),
+            "{refusal:?}"
+        );
+    }
+    let refusal = transform(&tier, &config(json!({}), &[])).unwrap_err();
+    assert!(
+        matches!(refusal, canopy::runtime::Refusal::InvalidConfig(_)),
+        "{refusal:?}"
+    );
+    let not_canonical = transform(&json!({"event": "nope"}), &config(json!({}), &["api_key"]));
+    assert!(
+        matches!(
+            not_canonical,
+            Err(canopy::runtime::Refusal::InvalidEvent(_))
+        ),
+        "{not_canonical:?}"
+    );
+
+    let problems = plugin
+        .validate_config(
+            Scope::Fresh,
+            &config(json!({"instance": "MARS-01", "identify_by": "phone"}), &[]),
+        )
+        .unwrap()
+        .value;
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["api_key", "instance", "identify_by"],
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn braze_reads_what_braze_answers() {
+    let Some(plugin) = braze() else { return };
+    let interpret = |status: u16, headers: &[(&str, &str)], body: &str| {
+        plugin
+            .interpret(
+                Scope::Fresh,
+                &PluginResponse {
+                    status,
+                    headers: headers
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    body: body.as_bytes().to_vec(),
+                },
+            )
+            .expect("the call succeeds")
+            .value
+    };
+    assert_eq!(
+        interpret(201, &[], r#"{"message":"success","events_processed":1}"#),
+        Verdict::Delivered
+    );
+    assert_eq!(
+        interpret(
+            201,
+            &[],
+            r#"{"message":"success","errors":[{"type":"'email' is not a valid email","input_array":"events","index":0}]}"#
+        ),
+        Verdict::Failed {
+            reason: "Braze did not record the event: 'email' is not a valid email".into()
+        }
+    );
+    assert!(
+        matches!(interpret(401, &[], r#"{"message":"Invalid API Key"}"#), Verdict::Failed { reason } if reason.contains("REST API key")),
+    );
+    assert!(
+        matches!(interpret(429, &[("retry-after", "3")], ""), Verdict::Retry { after: Some(after), .. } if after.as_secs() == 3),
+    );
+    assert_eq!(
+        interpret(400, &[], r#"{"message":"Valid data must be provided"}"#),
+        Verdict::Failed {
+            reason: "Braze rejected the event (HTTP 400): Valid data must be provided".into()
+        }
+    );
+}
+
+/// The TypeScript SDK's event catalogue is a copy of `crates/events`: the same 19 keys with
+/// the same display names, in the same order.
+#[test]
+fn the_typescript_sdk_knows_the_canonical_catalogue() {
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../plugins/sdk-ts/src/events.ts"
+    ))
+    .unwrap();
+    let quoted = |text: &str| format!("'{text}'");
+    let (types, names) = source
+        .split_once("const DISPLAY_NAMES")
+        .expect("events.ts lists the types, then the names");
+    let mut last = 0;
+    for kind in EventKind::ALL {
+        let at = types
+            .find(&format!("  {},\n", quoted(kind.key())))
+            .unwrap_or_else(|| panic!("EVENT_TYPES lacks {kind}"));
+        assert!(at > last, "{kind} is out of order");
+        last = at;
+        let line = format!(
+            "  {}: {},\n",
+            quoted(kind.key()),
+            quoted(kind.display_name())
+        );
+        assert!(
+            names.contains(&line),
+            "DISPLAY_NAMES lacks `{}`",
+            line.trim()
+        );
+    }
+    assert_eq!(types.matches("',\n").count(), EventKind::ALL.len());
+}
+
+#[tokio::test]
+async fn braze_uploaded_to_a_running_server_delivers_through_it() {
+    let Some(bytes) = braze_component() else {
+        return;
+    };
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .set_body_json(json!({"message": "success", "events_processed": 1})),
+        )
+        .mount(&receiver)
+        .await;
+    let canopy = Canopy::start(|c| {
+        c.delivery.allow_private_networks = false;
+        c.delivery.egress_override = vec![
+            format!("rest.iad-01.braze.com={}", receiver.uri())
+                .parse()
+                .unwrap(),
+        ];
+    })
+    .await;
+    let (status, uploaded) = canopy.upload("braze", bytes, "application/wasm").await;
+    assert_eq!(status, StatusCode::CREATED, "{uploaded}");
+    canopy
+        .integration(json!({
+            "name": "Braze", "plugin": "braze", "events": ["*"],
+            "secrets": {"api_key": BRAZE_KEY}
+        }))
+        .await;
+    let delivery = canopy.ingest_one(sample("gift_card.earned")).await;
+    let done = canopy.delivery_with_status(&delivery, "succeeded").await;
+
+    let requests = received(&receiver, 1).await;
+    assert_eq!(requests[0].url.path(), "/users/track");
+    assert_eq!(
+        header(&requests[0], "authorization"),
+        format!("Bearer {BRAZE_KEY}")
+    );
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(braze_dir().join("tests/expected/gift_card.earned.json")).unwrap(),
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body, expected[0]["body"]);
+    assert!(
+        !done.to_string().contains(BRAZE_KEY),
+        "the key leaked: {done}"
+    );
+    canopy.stop().await;
+}
+
+/// Every sandbox limit holds for a JavaScript engine as for Rust code: a TypeScript plugin
+/// that loops, hoards memory, returns too much, throws, reaches for the network or waits on
+/// the clock fails that call with the typed error, and the same plugin then serves a normal
+/// call.
+#[test]
+fn a_hostile_typescript_plugin_meets_every_limit_and_the_host_goes_on() {
+    let Some(bytes) = component(
+        canopy_test_support::HOSTILE_TS,
+        "tests/components-ts/hostile",
+    ) else {
+        return;
+    };
+    let limits = canopy::runtime::Limits {
+        // Generous: big-output copies 5 MiB out of the JavaScript engine within it.
+        call_time_limit: std::time::Duration::from_secs(2),
+        ..server_limits()
+    };
+    let runtime = Runtime::new(limits.clone()).unwrap();
+    let plugin = runtime.load(&bytes).expect("the hostile component loads");
+    let run = |m: &str| {
+        plugin.transform(
+            Scope::Integration("i-1"),
+            canopy_test_support::SAMPLE_EVENT,
+            &crate::mode(m),
+        )
+    };
+    let ok = || {
+        let requests = run("ok")
+            .expect("a normal call after a failure succeeds")
+            .value
+            .unwrap();
+        assert_eq!(requests[0].url, "https://hostile.test/ok");
+    };
+    type Expectation<'a> = Box<dyn Fn(&PluginError) -> bool + 'a>;
+    let cases: Vec<(&str, Expectation)> = vec![
+        (
+            "loop",
+            Box::new(
+                |e| matches!(e, PluginError::TimeLimit { limit } if *limit == limits.call_time_limit),
+            ),
+        ),
+        (
+            "clock",
+            Box::new(
+                |e| matches!(e, PluginError::TimeLimit { limit } if *limit == limits.call_time_limit),
+            ),
+        ),
+        (
+            "memory-bomb",
+            Box::new(
+                |e| matches!(e, PluginError::MemoryLimit { limit } if *limit == limits.memory_bytes),
+            ),
+        ),
+        (
+            "big-output",
+            Box::new(
+                |e| matches!(e, PluginError::OutputTooLarge { size, limit } if *size > 5 << 20 && *limit == limits.output_bytes),
+            ),
+        ),
+        (
+            "throw",
+            Box::new(
+                |e| matches!(e, PluginError::Trap { stderr, .. } if stderr.contains("hostile plugin threw on purpose")),
+            ),
+        ),
+        (
+            "fetch",
+            // The engine has `fetch`, but the component is built without HTTP: its imports
+            // are stubs that trap on the first call. Nothing leaves the sandbox.
+            Box::new(|e| matches!(e, PluginError::Trap { .. })),
+        ),
+    ];
+    for (m, expected) in &cases {
+        ok();
+        let error = run(m).expect_err(m);
+        assert!(expected(&error), "mode {m}: unexpected error {error:?}");
+    }
+    ok();
+}
