@@ -185,9 +185,9 @@ pub fn run(
                 .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
             Comparison::Written
         } else {
-            match std::fs::read_to_string(&file) {
-                // A checkout may have turned the file's line ends into CRLF.
-                Ok(expected) if expected.replace("\r\n", "\n") == answered => Comparison::Matches,
+            // A checkout may have turned the file's line ends into CRLF.
+            match std::fs::read_to_string(&file).map(|text| text.replace("\r\n", "\n")) {
+                Ok(expected) if expected == answered => Comparison::Matches,
                 Ok(expected) => Comparison::Differs(
                     TextDiff::from_lines(&expected, &answered)
                         .unified_diff()

@@ -122,25 +122,32 @@ fn ensure_target_installed() {
 
 /// Builds a TypeScript plugin project (`dir`, relative to the workspace root) with its own
 /// npm scripts — `npm ci` when its `node_modules` is older than its lock file, then
-/// `npm run build` — and returns the component `dist/<name>.wasm`. `None`, with a loud
-/// warning, when npm is not installed (`scripts/setup --tests` installs it); under CI (`CI`
-/// set) that is a failure instead, so CI never skips these plugins.
+/// `npm run build` unless the component is newer than every input — and returns the
+/// component `dist/<name>.wasm`. `None`, with a loud warning, when npm is not installed
+/// (`scripts/setup --tests` installs it), and the calling build script then runs again on the
+/// next build to look for npm; under CI (`CI` set) that is a failure instead, so CI never
+/// skips these plugins.
 pub fn build_npm(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf> {
     let project = workspace_root.join(dir);
-    for input in ["src", "package.json", "package-lock.json", "tsconfig.json"] {
-        println!("cargo:rerun-if-changed={}", project.join(input).display());
-    }
-    for input in [
-        "plugins/sdk-ts/src",
-        "plugins/sdk-ts/package.json",
-        "plugins/sdk-ts/bundle.config.js",
-    ] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace_root.join(input).display()
-        );
+    let inputs: Vec<PathBuf> = ["src", "package.json", "package-lock.json", "tsconfig.json"]
+        .iter()
+        .map(|input| project.join(input))
+        .chain(
+            [
+                "wit",
+                "plugins/sdk-ts/src",
+                "plugins/sdk-ts/package.json",
+                "plugins/sdk-ts/bundle.config.js",
+            ]
+            .iter()
+            .map(|input| workspace_root.join(input)),
+        )
+        .collect();
+    for input in &inputs {
+        println!("cargo:rerun-if-changed={}", input.display());
     }
     println!("cargo:rerun-if-env-changed=PATH");
+    println!("cargo:rerun-if-env-changed=CI");
     let npm_found = Command::new("npm")
         .arg("--version")
         .output()
@@ -152,6 +159,11 @@ pub fn build_npm(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf
         );
         assert!(std::env::var_os("CI").is_none(), "{message}");
         println!("cargo:warning={message}");
+        // A path that never exists: cargo runs the build script again next time.
+        println!(
+            "cargo:rerun-if-changed={}",
+            project.join("dist/.npm-was-missing").display()
+        );
         return None;
     }
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -159,14 +171,31 @@ pub fn build_npm(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf
     if installed.is_none() || installed < modified(&project.join("package-lock.json")) {
         npm(&project, &["ci", "--no-audit", "--no-fund"]);
     }
-    npm(&project, &["run", "build"]);
     let component = project.join("dist").join(format!("{name}.wasm"));
+    let newest_input = inputs.iter().filter_map(|input| newest(input)).max();
+    let built = modified(&component);
+    if built.is_none() || built < newest_input {
+        npm(&project, &["run", "build"]);
+    }
     assert!(
         component.exists(),
         "{} was not produced",
         component.display()
     );
     Some(component)
+}
+
+/// When the file at `path`, or the newest file under it, was last modified.
+fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    let metadata = std::fs::metadata(path).ok()?;
+    if !metadata.is_dir() {
+        return metadata.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| newest(&entry.path()))
+        .max()
 }
 
 fn npm(project: &Path, args: &[&str]) {

@@ -330,6 +330,8 @@ fn plugin_test_compares_every_event_type_with_the_expected_answer() {
             "+    \"url\": \"https://hooks.example.com/v2\",",
         ],
     );
+    // tier.changed's file still has CRLF line ends: its diff shows the changed line only.
+    assert!(!err.contains('\r'), "{err}");
 
     // Settings the plugin refuses are named, not compared.
     write(&tests, "settings.json", "{}");

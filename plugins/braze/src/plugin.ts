@@ -23,8 +23,10 @@ import {
   displayName,
   email,
   failed,
+  header,
   invalidConfig,
   platformVerdict,
+  retry,
   skip,
 } from '@canopy/plugin-sdk';
 
@@ -69,7 +71,11 @@ const settings = [
 
 /** The user identifier Braze takes for this event, or why there is none. */
 function identifier(event: Event, config: Config): { [key: string]: string } {
-  if (config.textOr(IDENTIFY_BY, 'email') === 'external_id') {
+  const identifyBy = config.textOr(IDENTIFY_BY, 'email');
+  if (identifyBy !== 'email' && identifyBy !== 'external_id') {
+    throw invalidConfig(`cannot identify customers by ${identifyBy}`);
+  }
+  if (identifyBy === 'external_id') {
     const id = event.customer.shopify_customer_id;
     if (id === undefined || id.trim() === '') throw skip('the customer has no Shopify customer id for Braze');
     return { external_id: id };
@@ -102,7 +108,7 @@ export const plugin = destination({
   validateConfig(config: Config): ConfigError[] {
     const errors = config.missingRequired(settings);
     const instance = config.text(INSTANCE);
-    if (instance !== undefined && !(instance in INSTANCES)) {
+    if (instance !== undefined && !Object.hasOwn(INSTANCES, instance)) {
       errors.push(configError(INSTANCE, `Instance must be one of ${Object.keys(INSTANCES).join(', ')}`));
     }
     const identifyBy = config.text(IDENTIFY_BY);
@@ -114,8 +120,9 @@ export const plugin = destination({
 
   transform(event: Event, config: Config) {
     if (!config.hasSecret(API_KEY)) throw invalidConfig('REST API key is required');
-    const host = INSTANCES[config.textOr(INSTANCE, DEFAULT_INSTANCE)];
-    if (host === undefined) throw invalidConfig(`unknown Braze instance ${config.text(INSTANCE)}`);
+    const instance = config.textOr(INSTANCE, DEFAULT_INSTANCE);
+    if (!Object.hasOwn(INSTANCES, instance)) throw invalidConfig(`unknown Braze instance ${instance}`);
+    const host = INSTANCES[instance];
     const brazeEvent: { [key: string]: Json } = {
       ...identifier(event, config),
       name: displayName(event.event),
@@ -134,6 +141,11 @@ export const plugin = destination({
 
   interpret(response: IncomingResponse): Verdict {
     const verdict = platformVerdict(response, 'Braze', 'Braze refused the REST API key (check it and its users.track permission)');
+    if (verdict.tag === 'retry' && verdict.val.afterSeconds === undefined) {
+      // Braze's own rate-limit header, in seconds, where it sends one.
+      const wait = header(response, 'x-ratelimit-retry-after')?.trim();
+      if (wait !== undefined && /^\d+$/.test(wait)) return retry(verdict.val.reason, Number(wait));
+    }
     if (verdict.tag !== 'delivered') return verdict;
     // A 2xx can still carry per-event errors: the one event sent was not recorded.
     let answer: unknown;

@@ -1,5 +1,8 @@
 // The canonical loyalty event as plugins receive it (SPEC.md §2). The catalogue mirrors the
-// Rust one in `crates/events`; a test in Canopy's suite checks that the two agree.
+// Rust one in `crates/events`; a test in Canopy's suite checks that the two agree, and that
+// the TypeScript template answers exactly as the Rust one. What JavaScript cannot mirror:
+// numbers are doubles (an integer past 2^53 loses digits, `10.0` is written back as `10`),
+// and an object lists integer-like keys (`"2"`) before the others.
 
 /** The 19 canonical event types, in the order of the product documentation. */
 export const EVENT_TYPES = [
@@ -105,17 +108,13 @@ export function parseEvent(text: string): Event {
     throw new Error(`unknown event type ${JSON.stringify(raw.event ?? null)}`);
   }
   if (typeof raw.timestamp !== 'string') {
-    throw new Error('the event has no timestamp');
+    throw new Error('timestamp must be a string');
   }
-  const customer: Customer = {};
-  if (typeof raw.customer === 'object' && raw.customer !== null && !Array.isArray(raw.customer)) {
-    for (const [key, field] of Object.entries(raw.customer)) {
-      if (field === null) continue;
-      // Shopify ids may arrive as numbers; they are kept as text.
-      customer[key] = key === 'shopify_customer_id' && typeof field === 'number' ? String(field) : field;
-    }
+  if (raw.id !== undefined && raw.id !== null && typeof raw.id !== 'string') {
+    throw new Error('id must be a string');
   }
-  const fields: { [name: string]: Json } = {};
+  // Objects without a prototype: a field named `__proto__` stays a field.
+  const fields: { [name: string]: Json } = Object.create(null);
   for (const [key, field] of Object.entries(raw)) {
     if (!ENVELOPE.has(key)) fields[key] = field;
   }
@@ -123,9 +122,36 @@ export function parseEvent(text: string): Event {
     id: typeof raw.id === 'string' ? raw.id : undefined,
     event: raw.event,
     timestamp: raw.timestamp,
-    customer,
+    customer: parseCustomer(raw.customer),
     fields,
   };
+}
+
+/** The customer's known fields, in the order the Rust SDK writes them, before any other. */
+const CUSTOMER_FIELDS = ['email', 'first_name', 'last_name', 'display_name', 'shopify_customer_id'];
+
+function parseCustomer(value: Json | undefined): Customer {
+  const customer: Customer = Object.create(null);
+  if (value === undefined) return customer;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new Error('customer must be an object');
+  }
+  for (const key of CUSTOMER_FIELDS) {
+    const field = value[key];
+    if (field === undefined || field === null) continue;
+    if (key === 'shopify_customer_id' && typeof field === 'number') {
+      // Kept as text, as the Rust SDK does (exact below 2^53, like every JSON number here).
+      customer[key] = String(field);
+    } else if (typeof field === 'string') {
+      customer[key] = field;
+    } else {
+      throw new Error(`customer.${key} must be a string`);
+    }
+  }
+  for (const [key, field] of Object.entries(value)) {
+    if (!CUSTOMER_FIELDS.includes(key)) customer[key] = field;
+  }
+  return customer;
 }
 
 /** The customer's email, when there is a non-blank one. */
@@ -139,10 +165,55 @@ export function email(event: Event): string | undefined {
  * (what a destination that forwards the whole event puts in its body).
  */
 export function eventJson(event: Event): { [key: string]: Json } {
-  const out: { [key: string]: Json } = {};
+  const out: { [key: string]: Json } = Object.create(null);
   if (event.id !== undefined) out.id = event.id;
   out.event = event.event;
   out.timestamp = event.timestamp;
   out.customer = event.customer as { [key: string]: Json };
   return Object.assign(out, event.fields);
+}
+
+/**
+ * Request headers that frame or route a request, or belong to one hop of it: the HTTP layer
+ * sets them, so neither a plugin nor an integration's settings may; the host refuses a
+ * request naming one. Compare case-insensitively (`isReservedHeader`).
+ */
+export const RESERVED_HEADERS = [
+  'Connection',
+  'Content-Length',
+  'Expect',
+  'Host',
+  'Keep-Alive',
+  'Proxy-Authenticate',
+  'Proxy-Authorization',
+  'Proxy-Connection',
+  'TE',
+  'Trailer',
+  'Transfer-Encoding',
+  'Upgrade',
+] as const;
+
+/** Whether a header name is one of the `RESERVED_HEADERS`. */
+export function isReservedHeader(name: string): boolean {
+  const wanted = name.trim().toLowerCase();
+  return RESERVED_HEADERS.some((reserved) => reserved.toLowerCase() === wanted);
+}
+
+/**
+ * The first dot segment (`.`, `..`, or a percent-encoded form) in the path of a URL as
+ * written, if any: URL parsing removes them, so such a request would go to another path than
+ * the one written. The host refuses it; a plugin should refuse the event first.
+ */
+export function dotSegment(url: string): string | undefined {
+  const scheme = url.indexOf('://');
+  const rest = (scheme >= 0 ? url.slice(scheme + 3) : url).split(/[?#]/)[0] ?? '';
+  const slash = rest.indexOf('/');
+  const path = slash >= 0 ? rest.slice(slash) : '';
+  return path
+    .split('/')
+    .slice(1)
+    .find((segment) => {
+      const decoded = segment.toLowerCase().replaceAll('%2e', '.');
+      return decoded === '.' || decoded === '..';
+    });
 }

@@ -70,6 +70,7 @@ export class Config {
 
   /** A setting's raw value; `undefined` when absent or null. */
   get(name: string): Json | undefined {
+    if (!Object.hasOwn(this.settings, name)) return undefined;
     const value = this.settings[name];
     return value === null ? undefined : value;
   }
@@ -319,7 +320,7 @@ export function header(response: IncomingResponse, name: string): string | undef
 /** `Retry-After` in seconds, when given as a number of seconds. */
 export function retryAfterSeconds(response: IncomingResponse): number | undefined {
   const value = header(response, 'retry-after')?.trim();
-  return value !== undefined && /^\d+$/.test(value) && Number(value) <= 0xffffffff ? Number(value) : undefined;
+  return value !== undefined && /^\+?\d+$/.test(value) && Number(value) <= 0xffffffff ? Number(value) : undefined;
 }
 
 /** The response body as text. */

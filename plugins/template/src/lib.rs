@@ -67,7 +67,7 @@ impl Destination for Template {
             return Err(Refusal::InvalidConfig("Endpoint URL is required".into()));
         };
         let require_email = config.get("require_email").and_then(|v| v.as_bool()) == Some(true);
-        if require_email && event.customer.email.is_none() {
+        if require_email && event.customer.email().is_none() {
             return Err(Refusal::Skip("the customer has no email".into()));
         }
         let mut request = Request::post(url)
