@@ -392,10 +392,9 @@ fn rust_source(id: &str, title: &str) -> Result<String, String> {
                 "//! Template destination — copy this crate to start a new plugin.",
                 format!("//! {title} destination, started from Canopy's plugin template."),
             ),
-            ("id: \"template\".into()", format!("id: {id:?}.into()")),
             (
-                "name: \"Template\".into()",
-                format!("name: {title:?}.into()"),
+                "Info::new(\"template\", \"Template\",",
+                format!("Info::new({id:?}, {title:?},"),
             ),
         ],
     )
@@ -440,8 +439,7 @@ mod tests {
         let files = rust_files("acme-events", "Acme Events", &sdk).unwrap();
         let get = |n: &str| &files.iter().find(|(name, _)| name == n).unwrap().1;
         let source = get("src/lib.rs");
-        assert!(source.contains("id: \"acme-events\".into()"));
-        assert!(source.contains("name: \"Acme Events\".into()"));
+        assert!(source.contains(r#"Info::new("acme-events", "Acme Events","#));
         assert!(!source.contains("\"template\""));
         let manifest = get("Cargo.toml");
         assert!(manifest.contains("name = \"acme-events\""), "{manifest}");

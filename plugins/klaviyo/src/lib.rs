@@ -9,8 +9,8 @@
 
 use canopy_plugin_sdk::json::number;
 use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, EventKind, IncomingResponse, Map, OutgoingRequest,
-    PluginInfo, RateLimit, Refusal, Request, Setting, SettingSpec, Value, Verdict, json,
+    Config, ConfigError, Destination, Event, EventKind, IncomingResponse, Info, Map,
+    OutgoingRequest, Refusal, Request, Setting, SettingSpec, Value, Verdict, json,
     platform_verdict,
 };
 
@@ -109,22 +109,15 @@ fn valid_revision(revision: &str) -> bool {
 }
 
 impl Destination for Klaviyo {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "klaviyo".into(),
-            name: "Klaviyo".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "Sends loyalty events to Klaviyo as custom metrics on the customer's profile".into(),
-            events: vec!["*".into()],
-            allowed_hosts: vec!["a.klaviyo.com".into()],
-            settings: settings(),
+    fn describe() -> Info {
+        Info::new("klaviyo", "Klaviyo", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Sends loyalty events to Klaviyo as custom metrics on the customer's profile",
+            )
+            .allowed_hosts(["a.klaviyo.com"])
+            .settings(settings())
             // Events API steady-state limit: 3,500 requests per minute (burst 350/s).
-            rate_limit: Some(RateLimit {
-                requests: 3500,
-                per_seconds: 60,
-            }),
-        }
+            .rate_limit(3500, 60)
     }
 
     fn validate_config(config: &Config) -> Vec<ConfigError> {

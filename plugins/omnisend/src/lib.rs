@@ -7,9 +7,8 @@
 //!   `Authorization: Omnisend-API-Key <key>` and `Omnisend-Version: <api_version>`.
 
 use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, IncomingResponse, Map, OutgoingRequest, PluginInfo,
-    RateLimit, Refusal, Request, RetryAdvice, Setting, SettingSpec, Value, Verdict, json,
-    platform_verdict,
+    Config, ConfigError, Destination, Event, IncomingResponse, Info, Map, OutgoingRequest, Refusal,
+    Request, Setting, SettingSpec, Value, Verdict, json, platform_verdict, retry,
 };
 
 pub struct Omnisend;
@@ -66,23 +65,15 @@ fn body(event: &Event, email: &str) -> Value {
 }
 
 impl Destination for Omnisend {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "omnisend".into(),
-            name: "Omnisend".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "Sends loyalty events to Omnisend as customer events for automations and segments"
-                    .into(),
-            events: vec!["*".into()],
-            allowed_hosts: vec!["api.omnisend.com".into()],
-            settings: settings(),
+    fn describe() -> Info {
+        Info::new("omnisend", "Omnisend", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Sends loyalty events to Omnisend as customer events for automations and segments",
+            )
+            .allowed_hosts(["api.omnisend.com"])
+            .settings(settings())
             // Omnisend allows 400 requests per minute per brand.
-            rate_limit: Some(RateLimit {
-                requests: 400,
-                per_seconds: 60,
-            }),
-        }
+            .rate_limit(400, 60)
     }
 
     fn validate_config(config: &Config) -> Vec<ConfigError> {
@@ -124,10 +115,10 @@ impl Destination for Omnisend {
 
     fn interpret(response: &IncomingResponse) -> Verdict {
         match platform_verdict(response, "Omnisend", "invalid Omnisend API key") {
-            Verdict::Retry(advice) if response.status == 429 => Verdict::Retry(RetryAdvice {
-                reason: "Omnisend rate limit reached (400 requests per minute)".into(),
-                ..advice
-            }),
+            Verdict::Retry(advice) if response.status == 429 => retry(
+                "Omnisend rate limit reached (400 requests per minute)",
+                advice.after_seconds,
+            ),
             verdict => verdict,
         }
     }

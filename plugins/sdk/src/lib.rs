@@ -7,6 +7,7 @@
 //! platform shares ([`default_verdict`]). See `plugins/README.md` for a walkthrough.
 
 pub mod config;
+pub mod info;
 pub mod json;
 pub mod log;
 pub mod request;
@@ -28,22 +29,27 @@ pub mod bindings {
     });
 }
 
+// The contract's types a plugin receives, returns or matches on. Those a plugin would build
+// field by field (the plugin description, its rate limit, retry advice, signatures) are built
+// through the SDK instead ([`Info`], [`retry`], [`Request`]), so that a field a later
+// contract version adds does not break every plugin's source.
 pub use bindings::canopy::destination::types::{
-    ConfigError, HmacSignature, IncomingResponse, Method, OutgoingRequest, PluginInfo, RateLimit,
-    Refusal, RetryAdvice, SettingKind, SettingSpec, Signature, Verdict,
+    ConfigError, IncomingResponse, Method, OutgoingRequest, Refusal, SettingKind, SettingSpec,
+    Verdict,
 };
 pub use canopy_events::{
     Customer, Event, EventKind, RESERVED_HEADERS, UnknownEventKind, dot_segment, is_reserved_header,
 };
 pub use config::{Config, Setting};
+pub use info::Info;
 pub use request::Request;
-pub use response::{default_verdict, header, platform_verdict, retry_after_seconds};
+pub use response::{default_verdict, header, platform_verdict, retry, retry_after_seconds};
 pub use serde_json::{self, Map, Value, json};
 
 /// What a destination plugin implements. Every function is pure: same input, same output.
 pub trait Destination {
     /// Identity, supported events, allowed hosts and the settings form.
-    fn describe() -> PluginInfo;
+    fn describe() -> Info;
 
     /// Problems with an integration's configuration; empty when it can work.
     fn validate_config(config: &Config) -> Vec<ConfigError>;
@@ -100,8 +106,8 @@ macro_rules! export_destination {
         pub struct __CanopyExport;
 
         impl $crate::bindings::exports::canopy::destination::plugin::Guest for __CanopyExport {
-            fn describe() -> $crate::PluginInfo {
-                <$destination as $crate::Destination>::describe()
+            fn describe() -> $crate::bindings::canopy::destination::types::PluginInfo {
+                <$destination as $crate::Destination>::describe().into()
             }
             fn validate_config(
                 config: $crate::bindings::canopy::destination::types::Config,

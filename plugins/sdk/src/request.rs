@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use crate::bindings::canopy::destination::types::Segment;
-use crate::{HmacSignature, Method, OutgoingRequest, Signature};
+use crate::bindings::canopy::destination::types::{HmacSignature, Signature};
+use crate::{Method, OutgoingRequest};
 
 /// A request under construction.
 #[derive(Debug, Clone)]

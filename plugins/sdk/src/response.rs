@@ -1,8 +1,9 @@
 //! Reading a platform's answer: the classification every HTTP destination shares, which a
 //! plugin refines with what its platform says in the body.
 
+use crate::bindings::canopy::destination::types::RetryAdvice;
 use crate::json::error_details;
-use crate::{IncomingResponse, RetryAdvice, Verdict};
+use crate::{IncomingResponse, Verdict};
 
 /// How much of a response body a failure reason quotes.
 const REASON_EXCERPT_CHARS: usize = 300;
@@ -21,16 +22,22 @@ pub fn retry_after_seconds(response: &IncomingResponse) -> Option<u32> {
     header(response, "retry-after").and_then(|v| v.trim().parse().ok())
 }
 
+/// A retry verdict: `reason` for the log, and the wait the platform asked for, if any (the
+/// host's schedule applies otherwise).
+pub fn retry(reason: impl Into<String>, after_seconds: Option<u32>) -> Verdict {
+    Verdict::Retry(RetryAdvice {
+        after_seconds,
+        reason: reason.into(),
+    })
+}
+
 /// 2xx delivered; 408, 429 and 5xx retried (honouring `Retry-After`); any other status
 /// failed, quoting the start of the body.
 pub fn default_verdict(response: &IncomingResponse) -> Verdict {
     let status = response.status;
     match status {
         200..=299 => Verdict::Delivered,
-        408 | 429 | 500..=599 => Verdict::Retry(RetryAdvice {
-            after_seconds: retry_after_seconds(response),
-            reason: format!("HTTP {status}"),
-        }),
+        408 | 429 | 500..=599 => retry(format!("HTTP {status}"), retry_after_seconds(response)),
         _ => {
             let body = String::from_utf8_lossy(&response.body);
             let body = body.trim();
@@ -57,10 +64,10 @@ pub fn platform_verdict(
     match status {
         200..=299 => Verdict::Delivered,
         401 | 403 => Verdict::Failed(invalid_credentials.to_owned()),
-        408 | 429 | 500..=599 => Verdict::Retry(RetryAdvice {
-            after_seconds: retry_after_seconds(response),
-            reason: format!("{platform} answered HTTP {status}"),
-        }),
+        408 | 429 | 500..=599 => retry(
+            format!("{platform} answered HTTP {status}"),
+            retry_after_seconds(response),
+        ),
         _ => Verdict::Failed(match error_details(&response.body) {
             Some(detail) => format!("{platform} rejected the event (HTTP {status}): {detail}"),
             None => format!("{platform} rejected the event (HTTP {status})"),

@@ -7,8 +7,8 @@
 
 use canopy_plugin_sdk::serde_json;
 use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, IncomingResponse, Map, OutgoingRequest, PluginInfo,
-    Refusal, Request, RetryAdvice, Setting, SettingSpec, Value, Verdict, json, platform_verdict,
+    Config, ConfigError, Destination, Event, IncomingResponse, Info, Map, OutgoingRequest, Refusal,
+    Request, Setting, SettingSpec, Value, Verdict, json, platform_verdict, retry,
 };
 
 pub struct ShopifyFlow;
@@ -168,19 +168,13 @@ pub fn payload(event: &Event) -> Map<String, Value> {
 }
 
 impl Destination for ShopifyFlow {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "shopify-flow".into(),
-            name: "Shopify Flow".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Runs a Shopify Flow trigger with each loyalty event's data".into(),
-            events: vec!["*".into()],
-            allowed_hosts: vec!["*.myshopify.com".into()],
-            settings: settings(),
-            // The Admin API limit is cost-based per app and store; Flow answers THROTTLED,
-            // which is retried, so no fixed pace is declared.
-            rate_limit: None,
-        }
+    fn describe() -> Info {
+        // The Admin API limit is cost-based per app and store; Flow answers THROTTLED, which
+        // is retried, so no fixed pace is declared.
+        Info::new("shopify-flow", "Shopify Flow", env!("CARGO_PKG_VERSION"))
+            .description("Runs a Shopify Flow trigger with each loyalty event's data")
+            .allowed_hosts(["*.myshopify.com"])
+            .settings(settings())
     }
 
     fn validate_config(config: &Config) -> Vec<ConfigError> {
@@ -268,10 +262,10 @@ fn graphql_verdict(body: &[u8]) -> Verdict {
             .iter()
             .any(|e| e.pointer("/extensions/code").and_then(Value::as_str) == Some("THROTTLED"));
         if throttled {
-            return Verdict::Retry(RetryAdvice {
-                after_seconds: throttle_wait(&body),
-                reason: "Shopify throttled the request (THROTTLED)".into(),
-            });
+            return retry(
+                "Shopify throttled the request (THROTTLED)",
+                throttle_wait(&body),
+            );
         }
         let messages: Vec<String> = list
             .iter()

@@ -6,8 +6,8 @@
 //! host-side signing, and response interpretation.
 
 use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, IncomingResponse, OutgoingRequest, PluginInfo,
-    Refusal, Request, Setting, Verdict, default_verdict, json,
+    Config, ConfigError, Destination, Event, IncomingResponse, Info, OutgoingRequest, Refusal,
+    Request, Setting, Verdict, default_verdict, json,
 };
 
 pub struct Template;
@@ -36,17 +36,11 @@ fn settings() -> Vec<canopy_plugin_sdk::SettingSpec> {
 }
 
 impl Destination for Template {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "template".into(),
-            name: "Template".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "POSTs the canonical event as JSON to a URL".into(),
-            events: vec!["*".into()],
-            allowed_hosts: vec![format!("settings:{URL}")],
-            settings: settings(),
-            rate_limit: None,
-        }
+    fn describe() -> Info {
+        Info::new("template", "Template", env!("CARGO_PKG_VERSION"))
+            .description("POSTs the canonical event as JSON to a URL")
+            .allowed_hosts([format!("settings:{URL}")])
+            .settings(settings())
     }
 
     fn validate_config(config: &Config) -> Vec<ConfigError> {

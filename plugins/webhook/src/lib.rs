@@ -22,8 +22,8 @@ use std::collections::BTreeMap;
 
 use canopy_plugin_sdk::serde_json;
 use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, EventKind, IncomingResponse, OutgoingRequest,
-    PluginInfo, Refusal, Request, Setting, SettingSpec, Value, Verdict, default_verdict, json,
+    Config, ConfigError, Destination, Event, EventKind, IncomingResponse, Info, OutgoingRequest,
+    Refusal, Request, Setting, SettingSpec, Value, Verdict, default_verdict, json,
 };
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
@@ -475,17 +475,13 @@ fn check_template(kind: Option<EventKind>, source: &str) -> Result<(), String> {
 }
 
 impl Destination for Webhook {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "webhook".into(),
-            name: "Generic webhook".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "Sends loyalty events to any HTTP endpoint, with optional templates, auth and signatures".into(),
-            events: vec!["*".into()],
-            allowed_hosts: vec![format!("settings:{URL}")],
-            settings: settings(),
-            rate_limit: None,
-        }
+    fn describe() -> Info {
+        Info::new("webhook", "Generic webhook", env!("CARGO_PKG_VERSION"))
+            .description(
+                "Sends loyalty events to any HTTP endpoint, with optional templates, auth and signatures",
+            )
+            .allowed_hosts([format!("settings:{URL}")])
+            .settings(settings())
     }
 
     fn validate_config(config: &Config) -> Vec<ConfigError> {

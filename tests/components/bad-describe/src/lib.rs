@@ -1,13 +1,11 @@
 //! A destination whose `describe` traps: the host must refuse to load it.
 
-use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, OutgoingRequest, PluginInfo, Refusal,
-};
+use canopy_plugin_sdk::{Config, ConfigError, Destination, Event, Info, OutgoingRequest, Refusal};
 
 pub struct BadDescribe;
 
 impl Destination for BadDescribe {
-    fn describe() -> PluginInfo {
+    fn describe() -> Info {
         panic!("describe is broken")
     }
 

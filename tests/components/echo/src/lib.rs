@@ -4,7 +4,7 @@
 //! setting burns that many iterations first, so that calls overlap an activation.
 
 use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, OutgoingRequest, PluginInfo, Refusal, Request,
+    Config, ConfigError, Destination, Event, Info, OutgoingRequest, Refusal, Request,
 };
 
 pub struct Echo;
@@ -12,25 +12,20 @@ pub struct Echo;
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl Destination for Echo {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "echo".into(),
-            name: "Echo".into(),
-            version: VERSION.into(),
-            description: "Sends the event back, labelled with the plugin version".into(),
-            events: if VERSION.starts_with("1.") {
-                vec!["*".into()]
-            } else {
-                // Version 2 stops taking one type, so fan-out to `*` integrations can be tested.
+    fn describe() -> Info {
+        let info = Info::new("echo", "Echo", VERSION)
+            .description("Sends the event back, labelled with the plugin version")
+            .allowed_hosts(["echo.test"]);
+        if VERSION.starts_with("1.") {
+            info
+        } else {
+            // Version 2 stops taking one type, so fan-out to `*` integrations can be tested.
+            info.events(
                 canopy_plugin_sdk::EventKind::ALL
                     .iter()
-                    .filter(|k| k.key() != "referral.visit")
-                    .map(|k| k.key().to_owned())
-                    .collect()
-            },
-            allowed_hosts: vec!["echo.test".into()],
-            settings: vec![],
-            rate_limit: None,
+                    .map(|k| k.key())
+                    .filter(|key| *key != "referral.visit"),
+            )
         }
     }
 

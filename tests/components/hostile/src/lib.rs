@@ -3,23 +3,16 @@
 //! call (`ok`) can follow each failure on the same component.
 
 use canopy_plugin_sdk::{
-    Config, ConfigError, Destination, Event, OutgoingRequest, PluginInfo, Refusal, Request,
+    Config, ConfigError, Destination, Event, Info, OutgoingRequest, Refusal, Request,
 };
 
 pub struct Hostile;
 
 impl Destination for Hostile {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            id: "hostile".into(),
-            name: "Hostile".into(),
-            version: "0.1.0".into(),
-            description: "Breaks every limit on request".into(),
-            events: vec!["*".into()],
-            allowed_hosts: vec!["hostile.test".into()],
-            settings: vec![],
-            rate_limit: None,
-        }
+    fn describe() -> Info {
+        Info::new("hostile", "Hostile", "0.1.0")
+            .description("Breaks every limit on request")
+            .allowed_hosts(["hostile.test"])
     }
 
     fn validate_config(_config: &Config) -> Vec<ConfigError> {
