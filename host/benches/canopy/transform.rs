@@ -14,7 +14,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use canopy::runtime::{Limits, PluginConfig, Runtime, Scope};
+use canopy::runtime::{Limits, Plugin, PluginConfig, Runtime, Scope};
 use canopy_plugin_sdk::bindings::canopy::destination::types::Config as WitConfig;
 use canopy_plugin_sdk::{Destination, OutgoingRequest, Refusal};
 use canopy_test_support::SAMPLE_EVENT;
@@ -55,6 +55,22 @@ fn measure(iterations: usize, mut f: impl FnMut()) -> Duration {
         .collect();
     rounds.sort();
     rounds[ROUNDS / 2]
+}
+
+/// Median time of one `transform` of the sample event in `scope`.
+fn call_time(
+    plugin: &Plugin,
+    scope: Scope<'_>,
+    config: &PluginConfig,
+    iterations: usize,
+) -> Duration {
+    measure(iterations, || {
+        black_box(
+            plugin
+                .transform(scope, black_box(SAMPLE_EVENT), config)
+                .ok(),
+        );
+    })
 }
 
 fn micros(d: Duration) -> f64 {
@@ -147,35 +163,14 @@ pub fn run() {
                 (subject.native)(black_box(SAMPLE_EVENT.to_owned()), wit_config.clone()).ok(),
             );
         });
-        let warm = measure(20_000, || {
-            black_box(
-                plugin
-                    .transform(
-                        Scope::Integration("bench"),
-                        black_box(SAMPLE_EVENT),
-                        &config,
-                    )
-                    .ok(),
-            );
-        });
-        let warm_metered = measure(20_000, || {
-            black_box(
-                plugin_metered
-                    .transform(
-                        Scope::Integration("bench"),
-                        black_box(SAMPLE_EVENT),
-                        &config,
-                    )
-                    .ok(),
-            );
-        });
-        let fresh = measure(2_000, || {
-            black_box(
-                plugin
-                    .transform(Scope::Fresh, black_box(SAMPLE_EVENT), &config)
-                    .ok(),
-            );
-        });
+        let warm = call_time(&plugin, Scope::Integration("bench"), &config, 20_000);
+        let warm_metered = call_time(
+            &plugin_metered,
+            Scope::Integration("bench"),
+            &config,
+            20_000,
+        );
+        let fresh = call_time(&plugin, Scope::Fresh, &config, 2_000);
         let ratio = |d: Duration| micros(d) / micros(native);
         let cell = |d: Duration| format!("{:.2} µs {:>4.1}×", micros(d), ratio(d));
         println!(
@@ -252,24 +247,8 @@ fn languages(rust_template: &Subject) {
             "{language}: the template maps the sample"
         );
         let memory = first.usage.memory_bytes;
-        let fresh = measure(200, || {
-            black_box(
-                plugin
-                    .transform(Scope::Fresh, black_box(SAMPLE_EVENT), &config)
-                    .ok(),
-            );
-        });
-        let warm = measure(2_000, || {
-            black_box(
-                plugin
-                    .transform(
-                        Scope::Integration("bench"),
-                        black_box(SAMPLE_EVENT),
-                        &config,
-                    )
-                    .ok(),
-            );
-        });
+        let fresh = call_time(&plugin, Scope::Fresh, &config, 200);
+        let warm = call_time(&plugin, Scope::Integration("bench"), &config, 2_000);
         let instantiate = fresh.saturating_sub(warm);
         // Against the Rust row, on the rows after it.
         let ratio = |value: f64, index: usize| {
