@@ -574,6 +574,10 @@ pub struct InspectOutput {
     pub info: crate::runtime::PluginInfo,
     pub digest: String,
     pub size: usize,
+    /// The contract version the component was built against.
+    pub contract: &'static str,
+    /// Linear memory one instance may hold here: the default or what the plugin declared.
+    pub memory_limit: usize,
 }
 
 impl InspectOutput {
@@ -582,6 +586,8 @@ impl InspectOutput {
             info: plugin.info().clone(),
             digest: plugin.digest().to_owned(),
             size: plugin.size(),
+            contract: plugin.contract(),
+            memory_limit: plugin.memory_limit(),
         }
     }
 }
@@ -593,9 +599,20 @@ fn inspect_text(plugin: &Plugin) -> String {
     let _ = writeln!(out, "{}", info.description);
     let _ = writeln!(
         out,
-        "component: {} bytes, {}",
+        "component: {} bytes, {}, contract {}",
         plugin.size(),
-        plugin.digest()
+        plugin.digest(),
+        plugin.contract()
+    );
+    let _ = writeln!(
+        out,
+        "memory: {} MiB per instance{}",
+        plugin.memory_limit() >> 20,
+        if info.needs.memory_mib.is_some() {
+            " (declared)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(out, "events: {}", info.events.join(", "));
     let _ = writeln!(out, "allowed hosts: {}", info.allowed_hosts.join(", "));

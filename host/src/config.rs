@@ -178,10 +178,28 @@ pub struct PluginLimits {
           default_value_t = runtime::DEFAULT_CALL_TIME_LIMIT.as_millis() as u64)]
     pub plugin_time_limit_ms: u64,
 
-    /// Linear memory of one plugin instance, in MiB.
+    /// Linear memory of one plugin instance, in MiB, unless the plugin declares it needs
+    /// more.
     #[arg(long, env = "CANOPY_PLUGIN_MEMORY_MIB",
           default_value_t = runtime::DEFAULT_MEMORY_BYTES >> 20)]
     pub plugin_memory_mib: usize,
+
+    /// The most memory a plugin may declare it needs (contract 0.2 `needs.memory-mib`), in
+    /// MiB; a plugin asking for more is refused.
+    #[arg(long, env = "CANOPY_PLUGIN_MEMORY_CAP_MIB",
+          default_value_t = runtime::DEFAULT_MEMORY_CAP_BYTES >> 20)]
+    pub plugin_memory_cap_mib: usize,
+
+    /// Size of a plugin's component, in MiB, unless the plugin declares it needs more.
+    #[arg(long, env = "CANOPY_PLUGIN_COMPONENT_MIB",
+          default_value_t = runtime::DEFAULT_COMPONENT_BYTES >> 20)]
+    pub plugin_component_mib: usize,
+
+    /// The largest component a plugin may declare (`needs.component-mib`), in MiB: also the
+    /// largest upload the server reads.
+    #[arg(long, env = "CANOPY_PLUGIN_COMPONENT_CAP_MIB",
+          default_value_t = runtime::DEFAULT_COMPONENT_CAP_BYTES >> 20)]
+    pub plugin_component_cap_mib: usize,
 
     /// Size of what one transform may return, in KiB.
     #[arg(long, env = "CANOPY_PLUGIN_OUTPUT_KIB",
@@ -205,6 +223,9 @@ impl From<&Limits> for PluginLimits {
             plugin_fuel: l.fuel_per_call,
             plugin_time_limit_ms: l.call_time_limit.as_millis() as u64,
             plugin_memory_mib: l.memory_bytes >> 20,
+            plugin_memory_cap_mib: l.memory_cap_bytes >> 20,
+            plugin_component_mib: l.component_bytes >> 20,
+            plugin_component_cap_mib: l.component_cap_bytes >> 20,
             plugin_output_kib: l.output_bytes >> 10,
             plugin_instances: l.max_instances,
         }
@@ -220,6 +241,22 @@ impl PluginLimits {
         if self.plugin_memory_mib == 0 || self.plugin_memory_mib > 4096 {
             return Err("plugin memory must be between 1 and 4096 MiB".into());
         }
+        if self.plugin_memory_cap_mib < self.plugin_memory_mib || self.plugin_memory_cap_mib > 4096
+        {
+            return Err(
+                "the plugin memory cap must be between the plugin memory and 4096 MiB".into(),
+            );
+        }
+        if self.plugin_component_mib == 0
+            || self.plugin_component_cap_mib < self.plugin_component_mib
+            || self.plugin_component_cap_mib > 1024
+        {
+            return Err(
+                "plugin component sizes must be positive, the cap at least the size \
+                        and at most 1024 MiB"
+                    .into(),
+            );
+        }
         if self.plugin_instances == 0 {
             return Err("at least one plugin instance is needed".into());
         }
@@ -227,6 +264,9 @@ impl PluginLimits {
             fuel_per_call: self.plugin_fuel,
             call_time_limit: Duration::from_millis(self.plugin_time_limit_ms),
             memory_bytes: self.plugin_memory_mib << 20,
+            memory_cap_bytes: self.plugin_memory_cap_mib << 20,
+            component_bytes: self.plugin_component_mib << 20,
+            component_cap_bytes: self.plugin_component_cap_mib << 20,
             output_bytes: self.plugin_output_kib << 10,
             max_instances: self.plugin_instances,
             ..Limits::default()

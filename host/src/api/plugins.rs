@@ -135,7 +135,7 @@ async fn upload(
             "send the component bytes with `Content-Type: application/wasm`",
         ));
     }
-    let limit = app.runtime.limits().component_bytes;
+    let limit = app.runtime.limits().component_ceiling();
     let too_large = (
         "plugin_too_large",
         format!("the component is over the limit of {limit} bytes"),

@@ -27,6 +27,10 @@ pub struct PluginOut {
     pub info: PluginInfo,
     pub digest: String,
     pub size: usize,
+    /// The contract version the component was built against (`0.1.0`, `0.2.0`).
+    pub contract: &'static str,
+    /// Linear memory one instance may hold, in bytes: the default or what it declared.
+    pub memory_limit: usize,
     /// The active stored version's number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
@@ -62,6 +66,8 @@ async fn describe(app: &App, plugin: &Plugin) -> Result<PluginOut, AppError> {
         info: plugin.info().clone(),
         digest: plugin.digest().to_owned(),
         size: plugin.size(),
+        contract: plugin.contract(),
+        memory_limit: plugin.memory_limit(),
         number: stored.map(|v| v.number),
         bundled: stored.is_some_and(|v| v.bundled),
     })

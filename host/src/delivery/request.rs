@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
@@ -114,6 +116,16 @@ pub fn prepare(
                 Segment::Secret(secret_name) => {
                     value.push_str(secret(secret_name)?.expose());
                     shown.push_str(&format!("[secret:{secret_name}]"));
+                    secret_names.push(secret_name.clone());
+                }
+                Segment::BasicAuth {
+                    user,
+                    secret: secret_name,
+                } => {
+                    let credentials = format!("{user}:{}", secret(secret_name)?.expose());
+                    value.push_str("Basic ");
+                    value.push_str(&STANDARD.encode(credentials));
+                    shown.push_str(&format!("Basic [{user}:secret:{secret_name}]"));
                     secret_names.push(secret_name.clone());
                 }
             }
@@ -288,6 +300,53 @@ mod tests {
         assert!(
             !format!("{prepared:?}").contains("pk_live_123"),
             "Debug of the request hides the key"
+        );
+    }
+
+    #[test]
+    fn basic_auth_is_made_with_the_secret_and_shown_without_it() {
+        let plugin_request = request(
+            "https://track.customer.io/api/v1/customers/1/events",
+            vec![Header {
+                name: "Authorization".into(),
+                value: vec![Segment::BasicAuth {
+                    user: "Aladdin".into(),
+                    secret: "api_key".into(),
+                }],
+            }],
+            vec![],
+        );
+        let prepared = prepare(
+            &plugin_request,
+            &secrets(&[("api_key", "open sesame")]),
+            &hosts(&["track.customer.io"]),
+            &json!({}),
+            ATTEMPT,
+        )
+        .unwrap();
+        // RFC 7617's own example.
+        assert_eq!(
+            prepared.headers[0].1.to_str().unwrap(),
+            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert!(prepared.headers[0].1.is_sensitive());
+        assert_eq!(
+            prepared.redacted_headers[0],
+            (
+                "Authorization".into(),
+                "Basic [Aladdin:secret:api_key]".into()
+            )
+        );
+        assert_eq!(
+            klaviyo_error(
+                request(
+                    "https://a.klaviyo.com/api/events",
+                    plugin_request.headers.clone(),
+                    vec![]
+                ),
+                &[]
+            ),
+            PrepareError::MissingSecret("api_key".into())
         );
     }
 

@@ -7,11 +7,34 @@ use thiserror::Error;
 
 use super::bindings::CONTRACT_VERSION;
 
+/// The contract versions this host speaks, as error messages name them.
+const SPOKEN: &str = "canopy:destination@0.1.0 and @0.2.0";
+
 /// A component that cannot be used as a destination plugin.
 #[derive(Debug, Error)]
 pub enum LoadError {
     #[error("the component is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    #[error(
+        "the component is {size} bytes, over the {limit} bytes a plugin may be unless it \
+         declares a larger size; a plugin built against contract 0.2 declares it in \
+         `needs.component-mib` (up to this server's cap of {cap} MiB)"
+    )]
+    LargerThanDeclared {
+        size: usize,
+        limit: usize,
+        cap: usize,
+    },
+    #[error(
+        "the plugin asks for {asked} MiB of {what}, over this server's cap of {cap} MiB \
+         (its operator sets the cap with {flag})"
+    )]
+    NeedsOverCap {
+        what: &'static str,
+        asked: u32,
+        cap: usize,
+        flag: &'static str,
+    },
     #[error("the file is not WebAssembly (it does not start with the `\\0asm` magic bytes)")]
     NotWasm,
     #[error(
@@ -22,14 +45,14 @@ pub enum LoadError {
     #[error("the component does not compile: {0}")]
     Compile(String),
     #[error(
-        "the component was built against contract {found}, this host speaks \
-         canopy:destination@{CONTRACT_VERSION} and loads plugins built against it or a newer \
-         compatible release of it; rebuild it against the host's `wit/`"
+        "the component was built against contract {found}; this host speaks {SPOKEN} and \
+         loads plugins built against one of them or a newer compatible release of one; \
+         rebuild it against the newest, `wit/0.2` (contract {CONTRACT_VERSION})"
     )]
     ContractVersion { found: String },
     #[error(
         "the component does not implement the canopy:destination/destination world \
-         (contract {CONTRACT_VERSION}): {0}"
+         ({SPOKEN}): {0}"
     )]
     WrongWorld(String),
     #[error("the component imports something the sandbox does not provide: {0}")]

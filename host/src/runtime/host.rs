@@ -10,7 +10,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::canopy::destination::host::{Host, LogLevel};
+use super::bindings::v0_1::canopy::destination::host as host_v0_1;
+use super::bindings::v0_2::canopy::destination::host::{Host, LogLevel};
 use super::limits::{LOG_LINE_BYTES, LOG_LINES_PER_CALL, STDERR_BYTES};
 
 /// A line a plugin logged during a call.
@@ -104,7 +105,21 @@ impl Host for InstanceState {
     }
 }
 
-impl super::bindings::canopy::destination::types::Host for InstanceState {}
+impl super::bindings::v0_2::canopy::destination::types::Host for InstanceState {}
+
+impl super::bindings::v0_1::canopy::destination::types::Host for InstanceState {}
+
+impl host_v0_1::Host for InstanceState {
+    fn log(&mut self, level: host_v0_1::LogLevel, message: String) {
+        let level = match level {
+            host_v0_1::LogLevel::Debug => LogLevel::Debug,
+            host_v0_1::LogLevel::Info => LogLevel::Info,
+            host_v0_1::LogLevel::Warn => LogLevel::Warn,
+            host_v0_1::LogLevel::Error => LogLevel::Error,
+        };
+        Host::log(self, level, message);
+    }
+}
 
 /// The guest's stderr: keeps the first [`STDERR_BYTES`] of a call and drops the rest
 /// without telling the guest, so a chatty plugin never sees a write fail (Rust's `eprintln!`

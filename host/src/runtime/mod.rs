@@ -2,8 +2,9 @@
 //! every plugin is instantiated against, and the limits every call runs under.
 //!
 //! - [`Runtime::load`] checks a component (size, wasm, component, contract version, world,
-//!   imports, `describe`) and compiles it into a [`Plugin`]: an `InstancePre` reused by
-//!   every call.
+//!   imports, `describe`, declared needs) and compiles it into a [`Plugin`]: an
+//!   `InstancePre` reused by every call. Plugins built against any contract version the host
+//!   speaks (0.1, 0.2) load side by side; `bindings` converts the older ones in one place.
 //! - Each call runs in an instance with its own `Store`: an epoch deadline for time (and
 //!   optionally fuel for a deterministic CPU budget), a memory limiter, and an output cap. A call that breaks a limit or traps
 //!   fails with a [`PluginError`] naming it; the instance is thrown away and nothing else
@@ -105,7 +106,7 @@ impl Runtime {
             .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(MEMORIES_PER_COMPONENT)
             .max_tables_per_component(TABLES_PER_COMPONENT)
-            .max_memory_size(limits.memory_bytes);
+            .max_memory_size(limits.memory_ceiling());
 
         let mut config = Config::new();
         config
@@ -118,7 +119,13 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(err)?;
         forbid_waiting(&mut linker).map_err(err)?;
-        bindings::Destination::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+        // Every contract version's host interface: plugins of each load side by side.
+        bindings::v0_1::Destination::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(err)?;
+        bindings::v0_2::Destination::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
         )

@@ -9,13 +9,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, types::ComponentItem};
 use wasmtime::{Store, Trap, WasmBacktrace};
 
-use super::bindings::{self, CONTRACT_VERSION, Destination, DestinationPre, PLUGIN_INTERFACE};
+use super::bindings::{self, Contract, Destination, DestinationPre};
 use super::compiled::Compilation;
 use super::error::{LoadError, PluginError};
 use super::host::{InstanceState, PluginLog};
+use super::limits::Limits;
 use super::types::{
-    ConfigError, Header, PluginConfig, PluginInfo, PluginRequest, PluginResponse, Refusal, Segment,
-    SignatureRequest, Verdict,
+    ConfigError, Header, Needs, PluginConfig, PluginInfo, PluginRequest, PluginResponse, Refusal,
+    Segment, SignatureRequest, Verdict,
 };
 use super::{Forbidden, RuntimeInner, Scope};
 
@@ -23,7 +24,11 @@ use super::{Forbidden, RuntimeInner, Scope};
 /// `Arc` so that a version being replaced finishes the calls it started.
 pub struct Plugin {
     runtime: Arc<RuntimeInner>,
-    pre: DestinationPre<InstanceState>,
+    pre: DestinationPre,
+    /// The contract version the component was built against.
+    contract: Contract,
+    /// Linear memory one instance may hold: the default or what the plugin declared.
+    memory_limit: usize,
     info: PluginInfo,
     digest: String,
     size: usize,
@@ -80,7 +85,7 @@ impl Plugin {
         generation: u64,
         bytes: &[u8],
     ) -> Result<Plugin, LoadError> {
-        let limit = runtime.limits.component_bytes;
+        let limit = runtime.limits.component_ceiling();
         if bytes.len() > limit {
             return Err(LoadError::TooLarge {
                 size: bytes.len(),
@@ -96,18 +101,22 @@ impl Plugin {
         }
         .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         let compile_time = compiling.elapsed();
-        check_exports(&runtime, &component)?;
+        let contract = check_exports(&runtime, &component)?;
         let compiled = component.clone();
         let instance_pre = runtime
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::UnsupportedImport(format!("{e:#}")))?;
-        let pre = DestinationPre::new(instance_pre)
+        let pre = DestinationPre::new(contract, instance_pre)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
 
+        // `describe` runs before the plugin's needs are known, so under the memory cap.
+        let memory_ceiling = runtime.limits.memory_ceiling();
         let mut plugin = Plugin {
             runtime,
             pre,
+            contract,
+            memory_limit: memory_ceiling,
             info: placeholder_info(),
             digest,
             size: bytes.len(),
@@ -118,12 +127,11 @@ impl Plugin {
             retired: AtomicBool::new(false),
         };
         let described = plugin
-            .call(Scope::Fresh, |exports, store| {
-                exports.canopy_destination_plugin().call_describe(store)
-            })
+            .call(Scope::Fresh, |exports, store| exports.describe(store))
             .map_err(LoadError::Describe)?;
         let info = PluginInfo::from(described.value);
         check_info(&info)?;
+        plugin.memory_limit = grant_needs(&plugin.runtime.limits, &info.needs, bytes.len())?;
         plugin.id = Arc::from(info.id.as_str());
         plugin.info = info;
         // Only a component that loaded is kept for the next start.
@@ -141,6 +149,16 @@ impl Plugin {
 
     pub fn id(&self) -> &str {
         &self.info.id
+    }
+
+    /// The contract version the component was built against (`0.1.0`, `0.2.0`).
+    pub fn contract(&self) -> &'static str {
+        self.contract.version()
+    }
+
+    /// Linear memory one instance may hold: the default, or what the plugin declared.
+    pub fn memory_limit(&self) -> usize {
+        self.memory_limit
     }
 
     /// `sha256:<hex>` of the component bytes.
@@ -171,9 +189,7 @@ impl Plugin {
     ) -> Result<Call<Vec<ConfigError>>, PluginError> {
         let config = config.to_wit();
         let call = self.call(scope, |exports, store| {
-            exports
-                .canopy_destination_plugin()
-                .call_validate_config(store, &config)
+            exports.validate_config(store, &config)
         })?;
         Ok(Call {
             value: call.value.into_iter().map(ConfigError::from).collect(),
@@ -190,9 +206,7 @@ impl Plugin {
     ) -> Result<Call<Result<Vec<PluginRequest>, Refusal>>, PluginError> {
         let config = config.to_wit();
         let call = self.call(scope, |exports, store| {
-            exports
-                .canopy_destination_plugin()
-                .call_transform(store, event_json, &config)
+            exports.transform(store, event_json, &config)
         })?;
         let value = match call.value {
             Ok(requests) => Ok(self.check_requests(requests)?),
@@ -211,11 +225,7 @@ impl Plugin {
         response: &PluginResponse,
     ) -> Result<Call<Verdict>, PluginError> {
         let response = response.to_wit();
-        let call = self.call(scope, |exports, store| {
-            exports
-                .canopy_destination_plugin()
-                .call_interpret(store, &response)
-        })?;
+        let call = self.call(scope, |exports, store| exports.interpret(store, &response))?;
         Ok(Call {
             value: Verdict::from(call.value),
             usage: call.usage,
@@ -230,10 +240,9 @@ impl Plugin {
     }
 
     fn instantiate(&self) -> Result<Instance, PluginError> {
-        let limits = &self.runtime.limits;
         let mut store = Store::new(
             &self.runtime.engine,
-            InstanceState::new(self.id.clone(), limits.memory_bytes),
+            InstanceState::new(self.id.clone(), self.memory_limit),
         );
         store.limiter(|state| &mut state.memory);
         // Instantiation runs guest start-up code: give it the same budget as a call.
@@ -333,7 +342,7 @@ impl Plugin {
         }
         if state.memory.hit {
             return PluginError::MemoryLimit {
-                limit: limits.memory_bytes,
+                limit: self.memory_limit,
             };
         }
         let backtrace = error
@@ -390,6 +399,7 @@ fn output_size(r: &bindings::types::OutgoingRequest) -> usize {
                     .iter()
                     .map(|s| match s {
                         S::Text(t) | S::Secret(t) => t.len(),
+                        S::BasicAuth(c) => c.user.len() + c.secret.len(),
                     })
                     .sum::<usize>()
         })
@@ -416,6 +426,15 @@ fn check_request(r: bindings::types::OutgoingRequest) -> Result<PluginRequest, P
             {
                 return Err(invalid(format!(
                     "header {} has a value with control characters",
+                    header.name
+                )));
+            }
+            if let Segment::BasicAuth { user, .. } = segment
+                && (user.contains(':') || user.chars().any(char::is_control))
+            {
+                return Err(invalid(format!(
+                    "header {} has a Basic auth user with a `:` or a control character \
+                     (RFC 7617 allows neither)",
                     header.name
                 )));
             }
@@ -476,11 +495,11 @@ fn check_header(bytes: &[u8]) -> Result<(), LoadError> {
 }
 
 /// Tells a component built against another contract version apart from one that is not a
-/// destination at all, before the generic type check speaks. Versions follow semver: a
-/// component exporting `plugin` at a compatible version ([`compatible_contract`]) loads —
-/// wasmtime finds such an export under the host's name — and is then type-checked against
-/// the host's bindings like any other.
-fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), LoadError> {
+/// destination at all, before the generic type check speaks, and picks the contract version
+/// it is called under. Versions follow semver ([`Contract::for_version`]): a component
+/// exporting `plugin` at a compatible version loads — wasmtime finds such an export under
+/// the host's name — and is then type-checked against that version's bindings.
+fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<Contract, LoadError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty
         .exports(&runtime.engine)
@@ -492,8 +511,8 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), Lo
         .iter()
         .filter_map(|e| e.strip_prefix(prefix))
         .collect();
-    if versions.iter().any(|v| compatible_contract(v)) {
-        return Ok(());
+    if let Some(contract) = versions.iter().find_map(|v| Contract::for_version(v)) {
+        return Ok(contract);
     }
     if let Some(other) = versions.first() {
         return Err(LoadError::ContractVersion {
@@ -501,7 +520,8 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), Lo
         });
     }
     Err(LoadError::WrongWorld(format!(
-        "it does not export {PLUGIN_INTERFACE} (it exports: {})",
+        "it does not export {prefix}{} (it exports: {})",
+        bindings::CONTRACT_VERSION,
         if exports.is_empty() {
             "nothing".to_owned()
         } else {
@@ -510,20 +530,45 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<(), Lo
     )))
 }
 
-/// Whether a component built against contract `version` can run on this host: a release (not
-/// a pre-release, which wasmtime never matches to another version) on the host's track — the
-/// same major, and before 1.0 the same minor — and not older than the host's. A newer patch
-/// or minor may add functions, which this host does not call; a component built against an
-/// older one would lack the functions this host added.
-pub(crate) fn compatible_contract(version: &str) -> bool {
-    let host = semver::Version::parse(CONTRACT_VERSION).expect("the contract version is semver");
-    let Ok(theirs) = semver::Version::parse(version) else {
-        return false;
+/// Grants what a plugin declared it needs, within the operator's caps, and checks the
+/// component's size against what it may be; answers the memory an instance may hold.
+fn grant_needs(limits: &Limits, needs: &Needs, size: usize) -> Result<usize, LoadError> {
+    const MIB: usize = 1 << 20;
+    let grant = |asked: Option<u32>, default: usize, cap: usize, what, flag| match asked {
+        None => Ok(default),
+        Some(0) => Err(LoadError::InvalidDescription(format!(
+            "it asks for 0 MiB of {what}"
+        ))),
+        Some(mib) if mib as usize * MIB > cap.max(default) => Err(LoadError::NeedsOverCap {
+            what,
+            asked: mib,
+            cap: cap.max(default) / MIB,
+            flag,
+        }),
+        Some(mib) => Ok(mib as usize * MIB),
     };
-    theirs.pre.is_empty()
-        && theirs.major == host.major
-        && (host.major > 0 || theirs.minor == host.minor)
-        && theirs >= host
+    let memory = grant(
+        needs.memory_mib,
+        limits.memory_bytes,
+        limits.memory_cap_bytes,
+        "memory",
+        "--plugin-memory-cap-mib",
+    )?;
+    let component = grant(
+        needs.component_mib,
+        limits.component_bytes,
+        limits.component_cap_bytes,
+        "component size",
+        "--plugin-component-cap-mib",
+    )?;
+    if size > component {
+        return Err(LoadError::LargerThanDeclared {
+            size,
+            limit: component,
+            cap: limits.component_ceiling() / MIB,
+        });
+    }
+    Ok(memory)
 }
 
 fn placeholder_info() -> PluginInfo {
@@ -536,6 +581,7 @@ fn placeholder_info() -> PluginInfo {
         allowed_hosts: Vec::new(),
         settings: Vec::new(),
         rate_limit: None,
+        needs: Needs::default(),
     }
 }
 
@@ -633,24 +679,81 @@ mod tests {
     #[test]
     fn contract_versions_follow_semver() {
         assert_eq!(
-            CONTRACT_VERSION, "0.1.0",
+            Contract::ALL.map(Contract::version),
+            ["0.2.0", "0.1.0"],
             "update the cases below with the contract"
         );
-        for compatible in ["0.1.0", "0.1.1", "0.1.17", "0.1.2+build.5"] {
-            assert!(compatible_contract(compatible), "{compatible}");
+        for (version, contract) in [
+            ("0.1.0", Contract::V0_1),
+            ("0.1.1", Contract::V0_1),
+            ("0.1.17", Contract::V0_1),
+            ("0.1.2+build.5", Contract::V0_1),
+            ("0.2.0", Contract::V0_2),
+            ("0.2.3", Contract::V0_2),
+        ] {
+            assert_eq!(Contract::for_version(version), Some(contract), "{version}");
         }
         for incompatible in [
-            "0.2.0",
+            "0.3.0",
             "0.0.9",
             "1.0.0",
             "1.1.0",
             "9.0.0",
             "0.1.2-rc.1",
+            "0.2.0-rc.1",
             "0.1",
             "x",
         ] {
-            assert!(!compatible_contract(incompatible), "{incompatible}");
+            assert_eq!(Contract::for_version(incompatible), None, "{incompatible}");
         }
+    }
+
+    #[test]
+    fn needs_are_granted_up_to_the_caps() {
+        const MIB: usize = 1 << 20;
+        let limits = Limits::default();
+        let needs = |memory_mib, component_mib| Needs {
+            memory_mib,
+            component_mib,
+        };
+        assert_eq!(
+            grant_needs(&limits, &needs(None, None), 3 * MIB).unwrap(),
+            limits.memory_bytes
+        );
+        assert_eq!(
+            grant_needs(&limits, &needs(Some(128), Some(32)), 20 * MIB).unwrap(),
+            128 * MIB
+        );
+        // Larger than the default without declaring it, or than it declared.
+        for declared in [None, Some(18)] {
+            assert!(matches!(
+                grant_needs(&limits, &needs(None, declared), 20 * MIB),
+                Err(LoadError::LargerThanDeclared { size, .. }) if size == 20 * MIB
+            ));
+        }
+        // Over the operator's caps.
+        assert!(matches!(
+            grant_needs(&limits, &needs(Some(4096), None), MIB),
+            Err(LoadError::NeedsOverCap {
+                what: "memory",
+                asked: 4096,
+                cap: 256,
+                ..
+            })
+        ));
+        assert!(matches!(
+            grant_needs(&limits, &needs(None, Some(65)), MIB),
+            Err(LoadError::NeedsOverCap {
+                what: "component size",
+                asked: 65,
+                cap: 64,
+                ..
+            })
+        ));
+        assert!(matches!(
+            grant_needs(&limits, &needs(Some(0), None), MIB),
+            Err(LoadError::InvalidDescription(_))
+        ));
     }
 
     #[test]

@@ -21,6 +21,17 @@ pub struct PluginInfo {
     pub allowed_hosts: Vec<String>,
     pub settings: Vec<SettingSpec>,
     pub rate_limit: Option<RateLimit>,
+    /// Resources it asked for beyond the host's defaults (contract 0.2).
+    pub needs: Needs,
+}
+
+/// Resources a plugin asks for beyond the host's defaults; `None` takes the default. The
+/// runtime grants them up to the operator's caps (`Limits::memory_cap_bytes`,
+/// `Limits::component_cap_bytes`) and refuses a plugin that asks for more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Needs {
+    pub memory_mib: Option<u32>,
+    pub component_mib: Option<u32>,
 }
 
 impl PluginInfo {
@@ -106,6 +117,11 @@ pub enum Segment {
     Text(String),
     /// The value of the named secret, filled in by the host at send time.
     Secret(String),
+    /// `Basic base64(user:secret)` with the named secret's value, made at send time.
+    BasicAuth {
+        user: String,
+        secret: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -125,6 +141,13 @@ impl Header {
                     out.push_str("{{secret:");
                     out.push_str(name);
                     out.push_str("}}");
+                }
+                Segment::BasicAuth { user, secret } => {
+                    out.push_str("Basic base64(");
+                    out.push_str(user);
+                    out.push_str(":{{secret:");
+                    out.push_str(secret);
+                    out.push_str("}})");
                 }
             }
         }
@@ -273,6 +296,10 @@ impl From<wit::PluginInfo> for PluginInfo {
                 requests: r.requests,
                 per_seconds: r.per_seconds,
             }),
+            needs: Needs {
+                memory_mib: info.needs.memory_mib,
+                component_mib: info.needs.component_mib,
+            },
         }
     }
 }
@@ -326,6 +353,10 @@ impl From<wit::Segment> for Segment {
         match s {
             wit::Segment::Text(t) => Segment::Text(t),
             wit::Segment::Secret(n) => Segment::Secret(n),
+            wit::Segment::BasicAuth(c) => Segment::BasicAuth {
+                user: c.user,
+                secret: c.secret,
+            },
         }
     }
 }

@@ -1552,7 +1552,7 @@ async fn upload_plugin(
     mut multipart: Multipart,
 ) -> UiResult {
     signed.caller.platform_only("upload plugins")?;
-    let limit = app.runtime.limits().component_bytes;
+    let limit = app.runtime.limits().component_ceiling();
     // The form's token comes first (the page puts it there), and nothing is read before it
     // is checked; unknown fields are skipped unread.
     let (mut checked, mut expected, mut component) = (false, None, None);

@@ -102,7 +102,7 @@ async fn plugins_are_uploaded_versioned_rolled_back_and_deleted() {
             "unsupported_media_type",
         ),
         (
-            vec![0u8; 17 << 20],
+            vec![0u8; (64 << 20) + 1],
             "application/wasm",
             StatusCode::PAYLOAD_TOO_LARGE,
             "plugin_too_large",

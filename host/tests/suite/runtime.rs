@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use canopy::runtime::{
-    Header, LoadError, Method, PluginConfig, PluginError, PluginResponse, Refusal, Runtime, Scope,
-    Segment, SignatureRequest, Verdict,
+    Header, LoadError, Method, Needs, PluginConfig, PluginError, PluginResponse, Refusal, Runtime,
+    Scope, Segment, SignatureRequest, Verdict,
 };
 use canopy_test_support::{
-    BAD_DESCRIBE, CONTRACT_NEXT, HOSTILE, NOT_A_DESTINATION, SAMPLE_EVENT, TEMPLATE, WRONG_WORLD,
-    component,
+    BAD_DESCRIBE, CONTRACT_NEXT, ECHO_V1, ECHO_V2, HOSTILE, NOT_A_DESTINATION, SAMPLE_EVENT,
+    TEMPLATE, WRONG_WORLD, component,
 };
 use serde_json::json;
 
@@ -374,7 +374,7 @@ fn loading_refuses_what_is_not_a_destination_plugin() {
     match load_err(&component(NOT_A_DESTINATION)) {
         LoadError::WrongWorld(detail) => {
             assert!(
-                detail.contains("does not export canopy:destination/plugin@0.1.0"),
+                detail.contains("does not export canopy:destination/plugin@0.2.0"),
                 "{detail}"
             );
             assert!(detail.contains("wasi:cli/run"), "{detail}");
@@ -391,6 +391,7 @@ fn loading_refuses_what_is_not_a_destination_plugin() {
 
     let small = Runtime::new(canopy::runtime::Limits {
         component_bytes: 1000,
+        component_cap_bytes: 1000,
         ..test_limits()
     })
     .unwrap();
@@ -400,6 +401,56 @@ fn loading_refuses_what_is_not_a_destination_plugin() {
         "{error:?}"
     );
     assert!(error.to_string().contains("over the limit of 1000 bytes"));
+
+    // Under the operator's cap but over the default, and the plugin declared no need.
+    let capped = Runtime::new(canopy::runtime::Limits {
+        component_bytes: 1000,
+        ..test_limits()
+    })
+    .unwrap();
+    let error = capped.load(&component(TEMPLATE)).err().expect("too large");
+    assert!(
+        matches!(error, LoadError::LargerThanDeclared { limit: 1000, size, cap: 64 } if size > 1000),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("needs.component-mib"), "{error}");
+}
+
+/// A plugin's declared needs are granted up to the operator's caps: echo v2 asks for 96 MiB
+/// of memory, more than the 64 MiB default; v1 asks nothing.
+#[test]
+fn declared_needs_are_granted_within_the_caps_and_refused_past_them() {
+    let runtime = runtime();
+    let v1 = load(&runtime, ECHO_V1);
+    assert_eq!(v1.info().needs, Needs::default());
+    assert_eq!(v1.memory_limit(), runtime.limits().memory_bytes);
+    let v2 = load(&runtime, ECHO_V2);
+    assert_eq!(v2.info().needs.memory_mib, Some(96));
+    assert_eq!(v2.memory_limit(), 96 << 20);
+
+    let tight = Runtime::new(canopy::runtime::Limits {
+        memory_cap_bytes: 80 << 20,
+        ..test_limits()
+    })
+    .unwrap();
+    let error = tight.load(&component(ECHO_V2)).err().expect("over the cap");
+    assert!(
+        matches!(
+            error,
+            LoadError::NeedsOverCap {
+                what: "memory",
+                asked: 96,
+                cap: 80,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("--plugin-memory-cap-mib"),
+        "{error}"
+    );
+    assert!(tight.load(&component(ECHO_V1)).is_ok());
 }
 
 /// Warm instances serve only the integration they started with; they are dropped after an
@@ -592,13 +643,27 @@ fn compiled_components_are_kept_and_mapped_back_on_the_next_start() {
     );
 }
 
-/// A plugin built against a newer compatible contract (`plugin@0.1.1`, with a function this
-/// host does not know) loads and runs; one built against an incompatible one does not.
+/// A plugin built against a newer compatible release of contract 0.1 (`plugin@0.1.1`, with a
+/// function this host does not know) loads and runs beside plugins built against 0.2 (the
+/// SDK's, here the template), in one runtime; one built against an incompatible contract
+/// does not (see `loading_refuses_what_is_not_a_destination_plugin`).
 #[test]
-fn a_plugin_built_against_a_compatible_contract_version_loads() {
+fn plugins_of_both_contract_versions_load_and_run_side_by_side() {
     let runtime = runtime();
     let plugin = load(&runtime, CONTRACT_NEXT);
     assert_eq!(plugin.id(), "contract-next");
+    assert_eq!(plugin.contract(), "0.1.0");
+    assert_eq!(plugin.info().needs, Needs::default());
+    let current = load(&runtime, TEMPLATE);
+    assert_eq!(current.contract(), "0.2.0");
+    let settings = &template_config(&[]);
+    let both = [&plugin, &current].map(|p| {
+        p.transform(Scope::Integration("side-by-side"), SAMPLE_EVENT, settings)
+            .unwrap()
+            .value
+            .unwrap()
+    });
+    assert_eq!(both[1][0].url, "https://hooks.example.com/loyalty");
     let requests = plugin
         .transform(Scope::Fresh, SAMPLE_EVENT, &template_config(&[]))
         .unwrap()

@@ -11,7 +11,7 @@
 // `wit/` by `jco guest-types` into each plugin project, so they always match the contract the
 // component is built against. See `plugins/README.md` in Canopy's repository.
 
-import { log as hostLog } from 'canopy:destination/host@0.1.0';
+import { log as hostLog } from 'canopy:destination/host@0.2.0';
 import type {
   Config as WitConfig,
   ConfigError,
@@ -26,7 +26,7 @@ import type {
   SettingSpec,
   Signature,
   Verdict,
-} from 'canopy:destination/types@0.1.0';
+} from 'canopy:destination/types@0.2.0';
 
 import { type Event, type Json, parseEvent } from './events.ts';
 
@@ -191,6 +191,11 @@ export interface Info {
   allowedHosts: string[];
   settings?: Array<SettingSpec | Setting>;
   rateLimit?: RateLimit;
+  /**
+   * Resources beyond the host's defaults (64 MiB of memory, a 16 MiB component), granted up
+   * to its operator's caps (256 and 64 MiB by default).
+   */
+  needs?: { memoryMib?: number; componentMib?: number };
 }
 
 /** The contract's plugin description from an `Info`. */
@@ -204,6 +209,7 @@ export function pluginInfo(info: Info): PluginInfo {
     allowedHosts: info.allowedHosts,
     settings: (info.settings ?? []).map((s) => (s instanceof Setting ? s.build() : s)),
     rateLimit: info.rateLimit,
+    needs: { memoryMib: info.needs?.memoryMib, componentMib: info.needs?.componentMib },
   };
 }
 
@@ -243,6 +249,15 @@ export class Request {
     const value: Header['value'] = prefix === '' ? [] : [{ tag: 'text', val: prefix }];
     value.push({ tag: 'secret', val: secret });
     this.headers.push({ name, value });
+    return this;
+  }
+
+  /**
+   * `Authorization: Basic base64(user:secret)` with the named secret as the password, made by
+   * the host at send time (e.g. Customer.io's site id and API key). `user` must not contain `:`.
+   */
+  basicAuth(user: string, secret: string): Request {
+    this.headers.push({ name: 'Authorization', value: [{ tag: 'basic-auth', val: { user, secret } }] });
     return this;
   }
 

@@ -2,7 +2,7 @@
 //! contract version adds gets its default here instead of breaking every plugin's source.
 
 use crate::SettingSpec;
-use crate::bindings::canopy::destination::types::{PluginInfo, RateLimit};
+use crate::bindings::canopy::destination::types::{Needs, PluginInfo, RateLimit};
 
 /// A plugin's identity, the events it takes, the hosts it may reach, its settings form and
 /// the platform's rate limit.
@@ -30,6 +30,10 @@ impl Info {
             allowed_hosts: Vec::new(),
             settings: Vec::new(),
             rate_limit: None,
+            needs: Needs {
+                memory_mib: None,
+                component_mib: None,
+            },
         })
     }
 
@@ -62,6 +66,21 @@ impl Info {
             requests,
             per_seconds,
         });
+        self
+    }
+
+    /// Linear memory one instance needs, in MiB, when it is more than the host's default
+    /// (64 MiB). The host grants it up to its operator's cap (256 MiB by default) and
+    /// refuses to load the plugin past it.
+    pub fn needs_memory_mib(mut self, mib: u32) -> Info {
+        self.0.needs.memory_mib = Some(mib);
+        self
+    }
+
+    /// Size of the component, in MiB, when it is more than the host's default (16 MiB); the
+    /// host's operator caps it (64 MiB by default).
+    pub fn needs_component_mib(mut self, mib: u32) -> Info {
+        self.0.needs.component_mib = Some(mib);
         self
     }
 }

@@ -22,7 +22,7 @@ static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_all
 pub mod bindings {
     wit_bindgen::generate!({
         world: "destination",
-        path: "../../wit",
+        path: "../../wit/0.2",
         pub_export_macro: true,
         export_macro_name: "__export_world_destination",
         default_bindings_module: "canopy_plugin_sdk::bindings",

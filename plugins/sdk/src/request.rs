@@ -55,6 +55,24 @@ impl Request {
         self
     }
 
+    /// An `Authorization: Basic base64(user:secret)` header with the named secret as the
+    /// password, made by the host at send time (e.g. Customer.io's site id and API key).
+    /// `user` must not contain `:`.
+    pub fn basic_auth(mut self, user: &str, secret: &str) -> Request {
+        self.0
+            .headers
+            .push(crate::bindings::canopy::destination::types::Header {
+                name: "Authorization".to_owned(),
+                value: vec![Segment::BasicAuth(
+                    crate::bindings::canopy::destination::types::BasicCredentials {
+                        user: user.to_owned(),
+                        secret: secret.to_owned(),
+                    },
+                )],
+            });
+        self
+    }
+
     /// The body as raw bytes.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Request {
         self.0.body = body.into();
@@ -109,6 +127,7 @@ mod tests {
             .header("Content-Type", "application/json")
             .secret_header("Authorization", "Bearer ", "token")
             .secret_header("X-Token", "", "token")
+            .basic_auth("site", "api_key")
             .json(&serde_json::json!({"a": 1}))
             .sign_hmac_hex("X-Sig", "secret")
             .sign_standard_webhooks("secret")
@@ -123,6 +142,7 @@ mod tests {
                     .map(|s| match s {
                         Segment::Text(t) => t.clone(),
                         Segment::Secret(n) => format!("<{n}>"),
+                        Segment::BasicAuth(c) => format!("Basic {}:<{}>", c.user, c.secret),
                     })
                     .collect();
                 format!("{name}: {}", value.concat())
@@ -133,7 +153,8 @@ mod tests {
             [
                 "Content-Type: application/json",
                 "Authorization: Bearer <token>",
-                "X-Token: <token>"
+                "X-Token: <token>",
+                "Authorization: Basic site:<api_key>"
             ]
         );
         assert_eq!(request.body, br#"{"a":1}"#);

@@ -24,7 +24,7 @@ wit_bindgen::generate!({
             export plugin;
         }
     ",
-    path: "../../../wit",
+    path: "../../../wit/0.1",
     generate_all,
 });
 

@@ -19,8 +19,9 @@ impl Destination for Echo {
         if VERSION.starts_with("1.") {
             info
         } else {
-            // Version 2 stops taking one type, so fan-out to `*` integrations can be tested.
-            info.events(
+            // Version 2 stops taking one type, so fan-out to `*` integrations can be tested,
+            // and declares it needs more memory than the default (contract 0.2's needs).
+            info.needs_memory_mib(96).events(
                 canopy_plugin_sdk::EventKind::ALL
                     .iter()
                     .map(|k| k.key())
