@@ -1,7 +1,7 @@
 //! Builds every component the tests and benchmarks load — the template plugin, the
-//! hostile/test components under `tests/components/`, and the TypeScript example plugin
-//! (`plugins/braze`, with npm) — once per build, and writes their paths into
-//! `components.rs` for `src/lib.rs` to include.
+//! hostile/test components under `tests/components/`, and the TypeScript and Python plugins
+//! (with npm, and with each project's `build.sh` and componentize-py) — once per build, and
+//! writes their paths into `components.rs` for `src/lib.rs` to include.
 
 use std::path::Path;
 
@@ -47,6 +47,13 @@ const NPM_COMPONENTS: &[(&str, &str, &str)] = &[
     ("HOSTILE_TS", "tests/components-ts/hostile", "hostile-ts"),
 ];
 
+/// Python plugins: (constant, project directory, component name).
+const PYTHON_COMPONENTS: &[(&str, &str, &str)] = &[
+    ("TEMPLATE_PY", "plugins/template-py", "template-py"),
+    ("SLACK", "plugins/slack", "slack"),
+    ("HOSTILE_PY", "tests/components-py/hostile", "hostile-py"),
+];
+
 fn main() {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let root = Path::new(&manifest_dir)
@@ -64,8 +71,13 @@ fn main() {
         ));
     }
     // Plugins in other languages, each built by its own toolchain.
-    for (constant, dir, name) in NPM_COMPONENTS {
-        let built = wasm_build::build_npm(root, dir, name);
+    let npm = NPM_COMPONENTS
+        .iter()
+        .map(|(constant, dir, name)| (constant, dir, wasm_build::build_npm(root, dir, name)));
+    let python = PYTHON_COMPONENTS
+        .iter()
+        .map(|(constant, dir, name)| (constant, dir, wasm_build::build_python(root, dir, name)));
+    for (constant, dir, built) in npm.chain(python) {
         code.push_str(&format!(
             "/// Path of the `{dir}` component; `None` where its toolchain is missing.\n\
              pub const {constant}: Option<&str> = {:?};\n",

@@ -128,7 +128,8 @@ pub enum PluginCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// The plugin SDK: a path (the language's SDK, or a Canopy checkout holding it) or,
-        /// for Rust, a git URL. Default: the SDK of the source tree this binary was built from.
+        /// for Rust and Python, a git URL. Default: the SDK of the source tree this binary was
+        /// built from.
         #[arg(long)]
         sdk: Option<String>,
     },

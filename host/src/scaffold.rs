@@ -14,6 +14,12 @@
 //!   (`plugins/sdk-ts`, an npm package) by path (`file:`), which is what npm offers for a
 //!   package inside a repository; publishing it changes only that line.
 //!
+//! - **Python**: the Python template plugin (`plugins/template-py`, built and tested here like
+//!   the others) with its id and name replaced, its `build.sh` (a virtual environment with
+//!   componentize-py and the SDK, then `python -m canopy_plugin_sdk.build`) and its
+//!   `requirements.txt` naming the Python SDK (`plugins/sdk-py`) by absolute path or as a
+//!   `git+` requirement with `#subdirectory=`, which pip installs from either.
+//!
 //! The SDK path defaults to the source tree this binary was built from, when it still exists.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +33,8 @@ pub enum Language {
     /// TypeScript (JavaScript works too: TypeScript is a superset).
     #[value(alias = "typescript")]
     Ts,
+    #[value(alias = "py")]
+    Python,
 }
 
 impl Language {
@@ -35,6 +43,7 @@ impl Language {
         match self {
             Language::Rust => ("plugins/sdk", "Cargo.toml"),
             Language::Ts => ("plugins/sdk-ts", "package.json"),
+            Language::Python => ("plugins/sdk-py", "pyproject.toml"),
         }
     }
 
@@ -42,6 +51,7 @@ impl Language {
         match self {
             Language::Rust => "Rust",
             Language::Ts => "TypeScript",
+            Language::Python => "Python",
         }
     }
 }
@@ -64,6 +74,23 @@ const TS_FILES: &[(&str, &str)] = &[
         include_str!("../../plugins/template-ts/.gitignore"),
     ),
     ("README.md", include_str!("scaffold/ts/README.md.j2")),
+    (
+        "tests/settings.json",
+        include_str!("scaffold/rust/settings.json.j2"),
+    ),
+];
+
+/// The Python template plugin: its source, requirements and build script.
+const PY_TEMPLATE_SOURCE: &str = include_str!("../../plugins/template-py/app.py");
+const PY_TEMPLATE_REQUIREMENTS: &str = include_str!("../../plugins/template-py/requirements.txt");
+const PY_TEMPLATE_BUILD: &str = include_str!("../../plugins/template-py/build.sh");
+
+const PY_FILES: &[(&str, &str)] = &[
+    (
+        ".gitignore",
+        include_str!("../../plugins/template-py/.gitignore"),
+    ),
+    ("README.md", include_str!("scaffold/py/README.md.j2")),
     (
         "tests/settings.json",
         include_str!("scaffold/rust/settings.json.j2"),
@@ -99,7 +126,7 @@ impl Sdk {
                 || (text.starts_with("git@") && text.contains(':'))
         };
         match given {
-            Some(url) if is_url(url) && language != Language::Rust => Err(format!(
+            Some(url) if is_url(url) && language == Language::Ts => Err(format!(
                 "a {} SDK is taken by path (npm cannot depend on a folder inside a git \
                  repository): pass --sdk with the path of a Canopy checkout or of its {sdk_dir}",
                 language.name()
@@ -137,10 +164,10 @@ impl Sdk {
                     _ => Err(format!(
                         "pass --sdk: the path of the plugin SDK ({sdk_dir} in a checkout of \
                          Canopy){}",
-                        if language == Language::Rust {
-                            " or a git URL of the repository"
-                        } else {
+                        if language == Language::Ts {
                             ""
+                        } else {
+                            " or a git URL of the repository"
                         }
                     )),
                 }
@@ -155,6 +182,17 @@ impl Sdk {
             Sdk::Git(url) => Err(format!(
                 "{url}: a TypeScript SDK is taken by path, not from git"
             )),
+        }
+    }
+
+    /// The pip requirement line: a path, or `git+<url>` with the SDK's subdirectory.
+    fn pip_requirement(&self) -> String {
+        match self {
+            Sdk::Path(path) => path.display().to_string(),
+            Sdk::Git(url) => format!(
+                "canopy-plugin-sdk @ git+{url}#subdirectory={}",
+                Language::Python.sdk_dir().0
+            ),
         }
     }
 
@@ -258,6 +296,7 @@ pub fn new_project(dir: &Path, id: &str, language: Language, sdk: &Sdk) -> Resul
     let files = match language {
         Language::Rust => rust_files(id, &title, sdk)?,
         Language::Ts => ts_files(id, &title, sdk)?,
+        Language::Python => python_files(id, &title, sdk)?,
     };
     for (name, content) in &files {
         let path = dir.join(name);
@@ -277,6 +316,7 @@ pub fn new_project(dir: &Path, id: &str, language: Language, sdk: &Sdk) -> Resul
             "npm install\n  npm run build".to_owned(),
             format!("dist/{id}.wasm"),
         ),
+        Language::Python => ("sh build.sh".to_owned(), format!("dist/{id}.wasm")),
     };
     Ok(format!(
         "created {} ({} plugin `{id}`); next:\n  cd {}\n  {build}\n  \
@@ -325,6 +365,43 @@ fn ts_files(id: &str, title: &str, sdk: &Sdk) -> Result<Vec<(String, String)>, S
                     format!("name: '{title}',"),
                 ),
             ],
+        )?,
+    ));
+    Ok(files)
+}
+
+fn python_files(id: &str, title: &str, sdk: &Sdk) -> Result<Vec<(String, String)>, String> {
+    let mut files = render(PY_FILES, context! { id, title })?;
+    files.push((
+        "app.py".to_owned(),
+        replace_all(
+            PY_TEMPLATE_SOURCE,
+            &[
+                (
+                    "# Template destination in Python — `canopy plugin new --lang python` starts a project from\n\
+                     # this file; change it into your platform's mapping.",
+                    format!(
+                        "# {title} destination, started from Canopy's Python plugin template; change it into\n\
+                         # your platform's mapping."
+                    ),
+                ),
+                ("id=\"template-py\",", format!("id={id:?},")),
+                ("name=\"Template (Python)\",", format!("name={title:?},")),
+            ],
+        )?,
+    ));
+    files.push((
+        "requirements.txt".to_owned(),
+        replace_all(
+            PY_TEMPLATE_REQUIREMENTS,
+            &[("\n../sdk-py\n", format!("\n{}\n", sdk.pip_requirement()))],
+        )?,
+    ));
+    files.push((
+        "build.sh".to_owned(),
+        replace_all(
+            PY_TEMPLATE_BUILD,
+            &[("\nNAME=template-py\n", format!("\nNAME={id}\n"))],
         )?,
     ));
     Ok(files)
@@ -491,6 +568,42 @@ mod tests {
         assert!(err.contains("by path"), "{err}");
         let err = Sdk::locate(Some("/nowhere"), Language::Ts).unwrap_err();
         assert!(err.contains("no package.json"), "{err}");
+    }
+
+    #[test]
+    fn the_python_scaffold_names_the_plugin_and_takes_the_sdk_by_path_or_git() {
+        let temporary = tempfile::tempdir().unwrap();
+        let dir = temporary.path().join("acme-py");
+        let sdk = Sdk::Path(PathBuf::from("/checkout/plugins/sdk-py"));
+        let told = new_project(&dir, "acme-py", Language::Python, &sdk).unwrap();
+        assert!(told.contains("sh build.sh"), "{told}");
+        assert!(told.contains("dist/acme-py.wasm"), "{told}");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(
+            read("requirements.txt")
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .collect::<Vec<_>>(),
+            ["componentize-py==0.25.1", "/checkout/plugins/sdk-py"]
+        );
+        assert!(read("build.sh").contains("\nNAME=acme-py\n"));
+        let source = read("app.py");
+        assert!(source.contains("id=\"acme-py\","), "{source}");
+        assert!(source.contains("name=\"Acme Py\","), "{source}");
+        assert!(
+            !source.contains("template-py") && !source.contains("(Python)"),
+            "{source}"
+        );
+        assert!(read("README.md").contains("{{secret:name}}"));
+        assert!(read(".gitignore").contains("/.venv"));
+
+        let git = Sdk::locate(Some("https://example.com/canopy.git"), Language::Python).unwrap();
+        assert_eq!(
+            git.pip_requirement(),
+            "canopy-plugin-sdk @ git+https://example.com/canopy.git#subdirectory=plugins/sdk-py"
+        );
+        let err = Sdk::locate(Some("/nowhere"), Language::Python).unwrap_err();
+        assert!(err.contains("no pyproject.toml"), "{err}");
     }
 
     #[test]

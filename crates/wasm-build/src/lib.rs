@@ -129,53 +129,37 @@ fn ensure_target_installed() {
 /// skips these plugins.
 pub fn build_npm(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf> {
     let project = workspace_root.join(dir);
-    let inputs: Vec<PathBuf> = ["src", "package.json", "package-lock.json", "tsconfig.json"]
-        .iter()
-        .map(|input| project.join(input))
-        .chain(
-            [
-                "wit",
-                "plugins/sdk-ts/src",
-                "plugins/sdk-ts/package.json",
-                "plugins/sdk-ts/bundle.config.js",
-            ]
-            .iter()
-            .map(|input| workspace_root.join(input)),
-        )
-        .collect();
-    for input in &inputs {
-        println!("cargo:rerun-if-changed={}", input.display());
-    }
-    println!("cargo:rerun-if-env-changed=PATH");
-    println!("cargo:rerun-if-env-changed=CI");
+    let inputs = inputs(
+        workspace_root,
+        &project,
+        &["src", "package.json", "package-lock.json", "tsconfig.json"],
+        &[
+            "wit",
+            "plugins/sdk-ts/src",
+            "plugins/sdk-ts/package.json",
+            "plugins/sdk-ts/bundle.config.js",
+        ],
+    );
     let npm_found = Command::new("npm")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !npm_found {
-        let message = format!(
-            "npm is not installed: the TypeScript plugin {dir} is not built and its tests are \
-             SKIPPED (scripts/setup --tests installs Node.js and npm)"
+        return missing_toolchain(
+            &project,
+            &format!(
+                "npm is not installed: the TypeScript plugin {dir} is not built and its tests \
+                 are SKIPPED (scripts/setup --tests installs Node.js and npm)"
+            ),
         );
-        assert!(std::env::var_os("CI").is_none(), "{message}");
-        println!("cargo:warning={message}");
-        // A path that never exists: cargo runs the build script again next time.
-        println!(
-            "cargo:rerun-if-changed={}",
-            project.join("dist/.npm-was-missing").display()
-        );
-        return None;
     }
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let installed = modified(&project.join("node_modules/.package-lock.json"));
     if installed.is_none() || installed < modified(&project.join("package-lock.json")) {
-        npm(&project, &["ci", "--no-audit", "--no-fund"]);
+        run(&project, "npm", &["ci", "--no-audit", "--no-fund"]);
     }
     let component = project.join("dist").join(format!("{name}.wasm"));
-    let newest_input = inputs.iter().filter_map(|input| newest(input)).max();
-    let built = modified(&component);
-    if built.is_none() || built < newest_input {
-        npm(&project, &["run", "build"]);
+    if stale(&component, &inputs) {
+        run(&project, "npm", &["run", "build"]);
     }
     assert!(
         component.exists(),
@@ -185,8 +169,107 @@ pub fn build_npm(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf
     Some(component)
 }
 
-/// When the file at `path`, or the newest file under it, was last modified.
+/// Builds a Python plugin project (`dir`, relative to the workspace root) with its own
+/// `build.sh` — which keeps a virtual environment `.venv` with componentize-py and the SDK,
+/// and runs componentize-py — unless the component `dist/<name>.wasm` is newer than every
+/// input. `None`, with a loud warning, when `python3` cannot make a virtual environment
+/// (`scripts/setup --tests` installs it); under CI that is a failure instead.
+pub fn build_python(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf> {
+    let project = workspace_root.join(dir);
+    let sources: Vec<String> = std::fs::read_dir(&project)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|f| f.ends_with(".py"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let own: Vec<&str> = ["requirements.txt", "build.sh"]
+        .into_iter()
+        .chain(sources.iter().map(String::as_str))
+        .collect();
+    let inputs = inputs(
+        workspace_root,
+        &project,
+        &own,
+        &[
+            "wit",
+            "plugins/sdk-py/canopy_plugin_sdk",
+            "plugins/sdk-py/pyproject.toml",
+        ],
+    );
+    let venv_found = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !venv_found {
+        return missing_toolchain(
+            &project,
+            &format!(
+                "python3 with venv is not installed: the Python plugin {dir} is not built and \
+                 its tests are SKIPPED (scripts/setup --tests installs python3-venv)"
+            ),
+        );
+    }
+    let component = project.join("dist").join(format!("{name}.wasm"));
+    if stale(&component, &inputs) {
+        run(&project, "sh", &["build.sh"]);
+    }
+    assert!(
+        component.exists(),
+        "{} was not produced",
+        component.display()
+    );
+    Some(component)
+}
+
+/// A project's inputs — its own files and the workspace's shared ones — each announced to
+/// cargo, so the calling build script reruns when one changes.
+fn inputs(workspace_root: &Path, project: &Path, own: &[&str], shared: &[&str]) -> Vec<PathBuf> {
+    let inputs: Vec<PathBuf> = own
+        .iter()
+        .map(|input| project.join(input))
+        .chain(shared.iter().map(|input| workspace_root.join(input)))
+        .collect();
+    for input in &inputs {
+        println!("cargo:rerun-if-changed={}", input.display());
+    }
+    println!("cargo:rerun-if-env-changed=PATH");
+    println!("cargo:rerun-if-env-changed=CI");
+    inputs
+}
+
+/// A language toolchain that is not installed: a failure under CI (`CI` set), so CI never
+/// skips a plugin; elsewhere a loud warning, and cargo runs the build script again next time
+/// to look for it.
+fn missing_toolchain(project: &Path, message: &str) -> Option<PathBuf> {
+    assert!(std::env::var_os("CI").is_none(), "{message}");
+    println!("cargo:warning={message}");
+    // A path that never exists.
+    println!(
+        "cargo:rerun-if-changed={}",
+        project.join("dist/.toolchain-was-missing").display()
+    );
+    None
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Whether `component` is missing or older than the newest of `inputs`.
+fn stale(component: &Path, inputs: &[PathBuf]) -> bool {
+    let built = modified(component);
+    built.is_none() || built < inputs.iter().filter_map(|input| newest(input)).max()
+}
+
+/// When the file at `path`, or the newest file under it, was last modified (Python's
+/// bytecode caches aside: running a module writes them, and they are not sources).
 fn newest(path: &Path) -> Option<std::time::SystemTime> {
+    if path.file_name().is_some_and(|name| name == "__pycache__") {
+        return None;
+    }
     let metadata = std::fs::metadata(path).ok()?;
     if !metadata.is_dir() {
         return metadata.modified().ok();
@@ -198,15 +281,15 @@ fn newest(path: &Path) -> Option<std::time::SystemTime> {
         .max()
 }
 
-fn npm(project: &Path, args: &[&str]) {
-    let status = Command::new("npm")
+fn run(project: &Path, program: &str, args: &[&str]) {
+    let status = Command::new(program)
         .current_dir(project)
         .args(args)
         .status()
-        .unwrap_or_else(|e| panic!("could not run npm in {}: {e}", project.display()));
+        .unwrap_or_else(|e| panic!("could not run {program} in {}: {e}", project.display()));
     assert!(
         status.success(),
-        "`npm {}` failed in {} (see its output above)",
+        "`{program} {}` failed in {} (see its output above)",
         args.join(" "),
         project.display()
     );

@@ -194,21 +194,33 @@ pub fn run() {
 }
 
 /// The same template destination written in each language (`plugins/template` in Rust,
-/// `plugins/template-ts` in TypeScript): what a component of each costs the host. Compile is
+/// `plugins/template-ts` in TypeScript, `plugins/template-py` in Python): what a component of
+/// each costs the host; a language whose toolchain is missing is left out, said so. Compile is
 /// what an upload (or a start without the precompiled cache) pays; peak RSS is how much the
 /// host's resident memory rose while compiling it; precompiled is a later start's load from
 /// the cache; fresh is instantiate + call + tear down, warm a call in a reused instance;
 /// memory is the instance's linear memory after a call. Ratios are against the Rust row.
 fn languages(rust_template: &Subject) {
-    let Some(ts_path) = canopy_test_support::TEMPLATE_TS else {
-        println!("\nper-language figures: SKIPPED (npm is not installed: no TypeScript template)");
-        return;
-    };
-    let subjects = [
-        ("Rust", rust_template.wasm.clone()),
-        ("TypeScript", canopy_test_support::component(ts_path)),
-    ];
+    let mut subjects = vec![("Rust", rust_template.wasm.clone())];
+    for (language, built, toolchain) in [
+        (
+            "TypeScript",
+            canopy_test_support::TEMPLATE_TS,
+            "npm is not installed",
+        ),
+        (
+            "Python",
+            canopy_test_support::TEMPLATE_PY,
+            "python3 with venv is not installed",
+        ),
+    ] {
+        match built {
+            Some(path) => subjects.push((language, canopy_test_support::component(path))),
+            None => println!("\nper-language figures: {language} SKIPPED ({toolchain})"),
+        }
+    }
     let cache = tempfile::tempdir().expect("temp dir");
+    // The server's defaults: each template declares what it needs beyond them.
     let runtime = Runtime::with_compiled_cache(Limits::default(), Some((cache.path(), [7; 32])))
         .expect("runtime");
     let config = PluginConfig {

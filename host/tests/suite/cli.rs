@@ -475,3 +475,49 @@ async fn a_new_typescript_plugin_project_builds_tests_uploads_and_delivers() {
     bless_and_test(&wasm, &project.join("tests"), "acme-ts");
     upload_and_deliver("acme-ts", &wasm).await;
 }
+
+/// The same path as a Python author: `plugin new --lang python`, `sh build.sh` (a virtual
+/// environment with componentize-py and the SDK, then the component), then `plugin test`,
+/// upload (18 MB: over the 16 MiB default, within the 32 MiB the template declares) and
+/// delivery.
+#[tokio::test]
+async fn a_new_python_plugin_project_builds_tests_uploads_and_delivers() {
+    let venv_found = Command::new("python3")
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !venv_found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 with venv is not installed (scripts/setup --tests installs it)"
+        );
+        eprintln!(
+            "######## SKIPPED: python3 with venv is not installed (scripts/setup --tests installs it) ########"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("acme-py");
+    let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/sdk-py");
+    let out = stdout(&canopy(&[
+        "plugin",
+        "new",
+        "acme-py",
+        "--lang",
+        "python",
+        "--dir",
+        project.to_str().unwrap(),
+        "--sdk",
+        sdk,
+    ]));
+    contains_all(&out, &["sh build.sh", "dist/acme-py.wasm"]);
+    let status = Command::new("sh")
+        .current_dir(&project)
+        .arg("build.sh")
+        .status()
+        .expect("sh runs");
+    assert!(status.success(), "build.sh succeeds in the new project");
+    let wasm = project.join("dist/acme-py.wasm");
+    bless_and_test(&wasm, &project.join("tests"), "acme-py");
+    upload_and_deliver("acme-py", &wasm).await;
+}

@@ -1,11 +1,15 @@
 //! Plugins written in other languages than Rust, built by their own toolchains from
 //! `plugins/`: the TypeScript template (`plugins/template-ts`, what `plugin new --lang ts`
-//! starts from) and the TypeScript Braze destination (`plugins/braze`), built with npm and
-//! `jco componentize` by `canopy-test-support`'s build script, through the same runtime, the
-//! same `canopy plugin test` review and the same server as the bundled Rust ones.
+//! starts from) and Braze destination (`plugins/braze`), built with npm and `jco
+//! componentize`; the Python template (`plugins/template-py`) and Slack destination
+//! (`plugins/slack`), built with each project's `build.sh` and componentize-py; and the
+//! hostile components of both languages. `canopy-test-support`'s build script builds them;
+//! they go through the same runtime, the same `canopy plugin test` review and the same server
+//! as the bundled Rust ones.
 //!
-//! Where npm is not installed the component is not built and these tests say so loudly and
-//! return; under CI the build fails instead (`wasm_build::build_npm`), so CI never skips them.
+//! Where a toolchain is not installed its components are not built and these tests say so
+//! loudly and return; under CI the build fails instead (`wasm_build::build_npm`,
+//! `wasm_build::build_python`), so CI never skips them.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,16 +26,22 @@ use crate::server_limits;
 
 const BRAZE_KEY: &str = "braze-rest-key-0123456789abcdef";
 
-/// A built TypeScript component, or `None` (said loudly) where npm is missing.
+/// A built TypeScript or Python component, or `None` (said loudly) where its toolchain is
+/// missing.
 fn component(built: Option<&str>, dir: &str) -> Option<Vec<u8>> {
     match built {
         Some(path) => Some(canopy_test_support::component(path)),
         None => {
+            let toolchain = if dir.contains("-py") || dir.ends_with("slack") {
+                "python3 with venv (Debian's python3-venv)"
+            } else {
+                "Node.js and npm"
+            };
             eprintln!(
                 "################################################################\n\
-                 # SKIPPED: npm is not installed, so the TypeScript plugin       #\n\
-                 # {dir:<20} was not built (scripts/setup --tests installs  #\n\
-                 # Node.js and npm).                                             #\n\
+                 # SKIPPED: the plugin {dir} was not built: its toolchain,\n\
+                 # {toolchain}, is not installed (scripts/setup --tests\n\
+                 # installs it).\n\
                  ################################################################"
             );
             None
@@ -41,6 +51,10 @@ fn component(built: Option<&str>, dir: &str) -> Option<Vec<u8>> {
 
 fn braze_component() -> Option<Vec<u8>> {
     component(canopy_test_support::BRAZE, "plugins/braze")
+}
+
+fn slack_component() -> Option<Vec<u8>> {
+    component(canopy_test_support::SLACK, "plugins/slack")
 }
 
 fn load(bytes: &[u8]) -> Arc<Plugin> {
@@ -101,6 +115,24 @@ fn the_typescript_template_answers_exactly_as_the_rust_template_does() {
     };
     let ts = load(&bytes);
     passes_its_expected_files(&ts, "plugins/template-ts");
+    answers_as_the_rust_template_does(&ts);
+}
+
+/// The same for the Python template: it holds the Python SDK to the Rust one.
+#[test]
+fn the_python_template_answers_exactly_as_the_rust_template_does() {
+    let Some(bytes) = component(canopy_test_support::TEMPLATE_PY, "plugins/template-py") else {
+        return;
+    };
+    let py = load(&bytes);
+    assert_eq!(py.contract(), "0.2.0");
+    passes_its_expected_files(&py, "plugins/template-py");
+    answers_as_the_rust_template_does(&py);
+}
+
+/// `other`'s validate-config and transform answers are the Rust template's, over every
+/// sample, unusual and malformed events, and several configurations.
+fn answers_as_the_rust_template_does(other: &Plugin) {
     let rust = load(&canopy_test_support::component(
         canopy_test_support::TEMPLATE,
     ));
@@ -149,22 +181,22 @@ fn the_typescript_template_answers_exactly_as_the_rust_template_does() {
             secrets_present: secrets,
         };
         let check = |plugin: &Plugin| plugin.validate_config(Scope::Fresh, &config).unwrap().value;
-        assert_eq!(check(&ts), check(&rust), "{config:?}");
+        assert_eq!(check(other), check(&rust), "{config:?}");
         for event in &events {
             // The host's own refusal of a request (e.g. an ftp:// URL) counts as an answer.
             let answer = |plugin: &Plugin| match plugin.transform(Scope::Fresh, event, &config) {
                 Ok(call) => canopy::plugin_test::review(&call.value),
                 Err(error) => format!("error: {error}"),
             };
-            let (from_ts, from_rust) = (answer(&ts), answer(&rust));
-            // Refusal reasons name the parser that refused (serde or JSON.parse).
+            let (from_other, from_rust) = (answer(other), answer(&rust));
+            // Refusal reasons name the parser that refused (serde, JSON.parse, json).
             if from_rust.contains("\"refused\": \"invalid_event\"") {
                 assert!(
-                    from_ts.contains("\"refused\": \"invalid_event\""),
-                    "{from_ts}"
+                    from_other.contains("\"refused\": \"invalid_event\""),
+                    "{from_other}"
                 );
             } else {
-                assert_eq!(from_ts, from_rust, "{event} with {config:?}");
+                assert_eq!(from_other, from_rust, "{event} with {config:?}");
             }
         }
     }
@@ -462,4 +494,275 @@ fn a_hostile_typescript_plugin_meets_every_limit_and_the_host_goes_on() {
         assert!(expected(&error), "mode {m}: unexpected error {error:?}");
     }
     ok();
+}
+
+/// Every sandbox limit holds for CPython as for Rust code: a Python plugin that loops,
+/// busy-waits or sleeps on the clock, hoards memory, returns too much or raises fails that
+/// call with the typed error; its reaches for the network, files and the environment come
+/// back empty-handed; and the same plugin then serves a normal call.
+#[test]
+fn a_hostile_python_plugin_meets_every_limit_and_the_host_goes_on() {
+    let Some(bytes) = component(
+        canopy_test_support::HOSTILE_PY,
+        "tests/components-py/hostile",
+    ) else {
+        return;
+    };
+    let limits = canopy::runtime::Limits {
+        // Generous: big-output copies 5 MiB out of the interpreter within it.
+        call_time_limit: std::time::Duration::from_secs(2),
+        ..server_limits()
+    };
+    let runtime = Runtime::new(limits.clone()).unwrap();
+    let plugin = runtime.load(&bytes).expect("the hostile component loads");
+    // It declared a 32 MiB component (CPython is ~18 MB) and no more memory than the default.
+    assert_eq!(plugin.info().needs.component_mib, Some(32));
+    assert_eq!(plugin.memory_limit(), limits.memory_bytes);
+    let run = |m: &str| {
+        plugin.transform(
+            Scope::Integration("i-1"),
+            canopy_test_support::SAMPLE_EVENT,
+            &crate::mode(m),
+        )
+    };
+    let ok = || {
+        let requests = run("ok")
+            .expect("a normal call after a failure succeeds")
+            .value
+            .unwrap();
+        assert_eq!(requests[0].url, "https://hostile.test/ok");
+    };
+    type Expectation<'a> = Box<dyn Fn(&PluginError) -> bool + 'a>;
+    let time_limit: Expectation = Box::new(
+        |e| matches!(e, PluginError::TimeLimit { limit } if *limit == limits.call_time_limit),
+    );
+    let cases: Vec<(&str, Expectation)> = vec![
+        ("loop", time_limit),
+        (
+            "clock",
+            Box::new(
+                |e| matches!(e, PluginError::TimeLimit { limit } if *limit == limits.call_time_limit),
+            ),
+        ),
+        (
+            "sleep",
+            Box::new(|e| matches!(e, PluginError::Forbidden(what) if what.contains("sleep"))),
+        ),
+        (
+            "memory-bomb",
+            Box::new(
+                |e| matches!(e, PluginError::MemoryLimit { limit } if *limit == limits.memory_bytes),
+            ),
+        ),
+        (
+            "big-output",
+            Box::new(
+                |e| matches!(e, PluginError::OutputTooLarge { size, limit } if *size > 5 << 20 && *limit == limits.output_bytes),
+            ),
+        ),
+        (
+            "throw",
+            Box::new(
+                |e| matches!(e, PluginError::Trap { stderr, .. } if stderr.contains("hostile plugin raised on purpose")),
+            ),
+        ),
+    ];
+    for (m, expected) in &cases {
+        ok();
+        let error = run(m).expect_err(m);
+        assert!(expected(&error), "mode {m}: unexpected error {error:?}");
+    }
+    // What the plugin saw when it reached out: refusals, never a connection or a file.
+    for m in ["socket", "urllib", "file", "env"] {
+        ok();
+        let requests = run(m).expect(m).value.expect(m);
+        let outcome: String = requests[0]
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("x-outcome"))
+            .map(|h| h.redacted_value())
+            .unwrap_or_else(|| panic!("mode {m} says what happened"));
+        let expected = if m == "env" { "empty" } else { "refused: " };
+        assert!(
+            outcome.starts_with(expected) && !outcome.contains("reached"),
+            "mode {m}: {outcome}"
+        );
+    }
+    ok();
+}
+
+const SLACK_TOKEN: &str = "xoxb-0000000000-slack-test-token";
+
+fn slack() -> Option<Arc<Plugin>> {
+    slack_component().map(|bytes| load(&bytes))
+}
+
+#[test]
+fn slack_answers_every_event_type_as_its_expected_files_say() {
+    let Some(plugin) = slack() else { return };
+    let info = plugin.info();
+    assert_eq!((info.id.as_str(), info.name.as_str()), ("slack", "Slack"));
+    assert_eq!(info.allowed_hosts, ["slack.com"]);
+    assert_eq!(plugin.contract(), "0.2.0");
+    passes_its_expected_files(&plugin, "plugins/slack");
+}
+
+/// Text from the event cannot inject mrkdwn links or mentions; emails show only when the
+/// integration allows it; the token and channel are required.
+#[test]
+fn slack_escapes_event_text_and_refuses_what_it_cannot_send() {
+    let Some(plugin) = slack() else { return };
+    let config = |settings: Value, secrets: &[&str]| PluginConfig {
+        settings,
+        secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let text_of = |event: &Value, config: &PluginConfig| -> String {
+        let requests = plugin
+            .transform(Scope::Fresh, &event.to_string(), config)
+            .expect("the call succeeds")
+            .value
+            .expect("sent");
+        let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+        body["text"].as_str().unwrap().to_owned()
+    };
+    let mut hostile = sample("tier.changed");
+    hostile["customer"]["display_name"] = json!("<!channel> & <https://evil.example|click>");
+    let names_only = config(json!({"channel": "C0123456789"}), &["bot_token"]);
+    let text = text_of(&hostile, &names_only);
+    assert!(
+        text.contains("&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;"),
+        "{text}"
+    );
+    assert!(!text.contains("<!channel>"), "{text}");
+    assert!(!text.contains('@'), "no email unless allowed: {text}");
+    let with_email = config(
+        json!({"channel": "C0123456789", "include_email": true}),
+        &["bot_token"],
+    );
+    assert!(text_of(&hostile, &with_email).contains("jane@example.com"));
+
+    for (settings, secrets) in [
+        (json!({"channel": "#loyalty"}), &[][..]),
+        (json!({}), &["bot_token"][..]),
+    ] {
+        let refusal = plugin
+            .transform(
+                Scope::Fresh,
+                &hostile.to_string(),
+                &config(settings, secrets),
+            )
+            .unwrap()
+            .value
+            .unwrap_err();
+        assert!(
+            matches!(refusal, canopy::runtime::Refusal::InvalidConfig(_)),
+            "{refusal:?}"
+        );
+    }
+    let problems = plugin
+        .validate_config(Scope::Fresh, &config(json!({"channel": "two words"}), &[]))
+        .unwrap()
+        .value;
+    let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(fields, ["bot_token", "channel"], "{problems:?}");
+}
+
+/// Slack answers 200 with `"ok": false` when it refuses: the body decides.
+#[test]
+fn slack_reads_what_slack_answers() {
+    let Some(plugin) = slack() else { return };
+    let interpret = |status: u16, headers: &[(&str, &str)], body: &str| {
+        plugin
+            .interpret(
+                Scope::Fresh,
+                &PluginResponse {
+                    status,
+                    headers: headers
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    body: body.as_bytes().to_vec(),
+                },
+            )
+            .expect("the call succeeds")
+            .value
+    };
+    assert_eq!(
+        interpret(200, &[], r#"{"ok":true,"channel":"C1","ts":"1.2"}"#),
+        Verdict::Delivered
+    );
+    assert!(
+        matches!(interpret(200, &[], r#"{"ok":false,"error":"channel_not_found"}"#),
+            Verdict::Failed { reason } if reason.contains("channel_not_found")),
+    );
+    assert!(
+        matches!(interpret(200, &[], r#"{"ok":false,"error":"invalid_auth"}"#),
+            Verdict::Failed { reason } if reason.contains("bot token")),
+    );
+    assert!(
+        matches!(interpret(200, &[("retry-after", "4")], r#"{"ok":false,"error":"ratelimited"}"#),
+            Verdict::Retry { after: Some(after), .. } if after.as_secs() == 4),
+    );
+    assert!(matches!(interpret(429, &[("retry-after", "30")], ""),
+            Verdict::Retry { after: Some(after), .. } if after.as_secs() == 30),);
+    assert!(matches!(interpret(503, &[], "busy"), Verdict::Retry { .. }));
+    assert!(
+        matches!(interpret(200, &[], "<html>proxy</html>"), Verdict::Failed { reason } if reason.contains("not the Web API")),
+    );
+}
+
+#[tokio::test]
+async fn slack_uploaded_to_a_running_server_delivers_through_it() {
+    let Some(bytes) = slack_component() else {
+        return;
+    };
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"ok": true, "channel": "C1", "ts": "1.2"})),
+        )
+        .mount(&receiver)
+        .await;
+    let canopy = Canopy::start(|c| {
+        c.delivery.allow_private_networks = false;
+        c.delivery.egress_override = vec![format!("slack.com={}", receiver.uri()).parse().unwrap()];
+    })
+    .await;
+    // 18 MB: over the 16 MiB default, under the 32 MiB it declares.
+    assert!(bytes.len() > 16 << 20);
+    let (status, uploaded) = canopy.upload("slack", bytes, "application/wasm").await;
+    assert_eq!(status, StatusCode::CREATED, "{uploaded}");
+    assert_eq!(uploaded["contract"], "0.2.0", "{uploaded}");
+    canopy
+        .integration(json!({
+            "name": "Slack", "plugin": "slack", "events": ["*"],
+            "settings": {"channel": "#loyalty", "include_email": true},
+            "secrets": {"bot_token": SLACK_TOKEN}
+        }))
+        .await;
+    let delivery = canopy.ingest_one(sample("gift_card.earned")).await;
+    let done = canopy.delivery_with_status(&delivery, "succeeded").await;
+
+    let requests = received(&receiver, 1).await;
+    assert_eq!(requests[0].url.path(), "/api/chat.postMessage");
+    assert_eq!(
+        header(&requests[0], "authorization"),
+        format!("Bearer {SLACK_TOKEN}")
+    );
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../plugins/slack/tests/expected/gift_card.earned.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let body: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(body, expected[0]["body"]);
+    assert!(
+        !done.to_string().contains(SLACK_TOKEN),
+        "the token leaked: {done}"
+    );
+    canopy.stop().await;
 }
