@@ -185,7 +185,7 @@ pub struct PluginLimits {
     pub plugin_memory_mib: usize,
 
     /// The most memory a plugin may declare it needs (contract 0.2 `needs.memory-mib`), in
-    /// MiB; a plugin asking for more is refused.
+    /// MiB; a plugin asking for more is refused. Never below `--plugin-memory-mib`.
     #[arg(long, env = "CANOPY_PLUGIN_MEMORY_CAP_MIB",
           default_value_t = runtime::DEFAULT_MEMORY_CAP_BYTES >> 20)]
     pub plugin_memory_cap_mib: usize,
@@ -196,7 +196,7 @@ pub struct PluginLimits {
     pub plugin_component_mib: usize,
 
     /// The largest component a plugin may declare (`needs.component-mib`), in MiB: also the
-    /// largest upload the server reads.
+    /// largest upload the server reads. Never below `--plugin-component-mib`.
     #[arg(long, env = "CANOPY_PLUGIN_COMPONENT_CAP_MIB",
           default_value_t = runtime::DEFAULT_COMPONENT_CAP_BYTES >> 20)]
     pub plugin_component_cap_mib: usize,
@@ -241,21 +241,16 @@ impl PluginLimits {
         if self.plugin_memory_mib == 0 || self.plugin_memory_mib > 4096 {
             return Err("plugin memory must be between 1 and 4096 MiB".into());
         }
-        if self.plugin_memory_cap_mib < self.plugin_memory_mib || self.plugin_memory_cap_mib > 4096
-        {
-            return Err(
-                "the plugin memory cap must be between the plugin memory and 4096 MiB".into(),
-            );
+        // A cap below the default is raised to it (`Limits::memory_ceiling`), so that a
+        // deployment that set only the default, above the cap's own default, keeps working.
+        if self.plugin_memory_cap_mib > 4096 {
+            return Err("the plugin memory cap must be at most 4096 MiB".into());
         }
         if self.plugin_component_mib == 0
-            || self.plugin_component_cap_mib < self.plugin_component_mib
+            || self.plugin_component_mib > 1024
             || self.plugin_component_cap_mib > 1024
         {
-            return Err(
-                "plugin component sizes must be positive, the cap at least the size \
-                        and at most 1024 MiB"
-                    .into(),
-            );
+            return Err("plugin component sizes must be between 1 and 1024 MiB".into());
         }
         if self.plugin_instances == 0 {
             return Err("at least one plugin instance is needed".into());
@@ -296,6 +291,42 @@ impl Config {
             public_url: None,
             delivery: DeliverySettings::default(),
             plugin_limits: PluginLimits::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deployment that raised only the default memory or component size past the caps'
+    /// defaults keeps working: the caps rise with it.
+    #[test]
+    fn caps_below_the_defaults_rise_to_them() {
+        let limits = PluginLimits {
+            plugin_memory_mib: 512,
+            plugin_component_mib: 100,
+            ..PluginLimits::default()
+        }
+        .limits()
+        .unwrap();
+        assert_eq!(limits.memory_ceiling(), 512 << 20);
+        assert_eq!(limits.component_ceiling(), 100 << 20);
+        for bad in [
+            PluginLimits {
+                plugin_memory_cap_mib: 4097,
+                ..PluginLimits::default()
+            },
+            PluginLimits {
+                plugin_component_mib: 0,
+                ..PluginLimits::default()
+            },
+            PluginLimits {
+                plugin_component_cap_mib: 1025,
+                ..PluginLimits::default()
+            },
+        ] {
+            assert!(bad.limits().is_err(), "{bad:?}");
         }
     }
 }

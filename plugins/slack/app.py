@@ -345,8 +345,13 @@ class Plugin:
                     "channel": channel,
                     "text": line,
                     "blocks": [
-                        {"type": "section", "text": {"type": "mrkdwn", "text": line}},
-                        {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
+                        # verbatim: Slack does not turn `@here`, channel names or URLs in
+                        # the event's text into mentions or links.
+                        {"type": "section", "text": {"type": "mrkdwn", "text": line, "verbatim": True}},
+                        {
+                            "type": "context",
+                            "elements": [{"type": "mrkdwn", "text": context, "verbatim": True}],
+                        },
                     ],
                     "unfurl_links": False,
                     "unfurl_media": False,

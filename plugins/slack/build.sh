@@ -33,7 +33,7 @@ changed_local_requirements() {
             /* | ./* | ../*)
                 if [ -d "$line" ]; then
                     find -L "$line" -newer "$STAMP" -type f \
-                        ! -path '*/__pycache__/*' ! -path '*/tests/*' | head -n 1
+                        ! -path '*/__pycache__/*' ! -path '*/tests/*' ! -path '*/.venv/*' | head -n 1
                 fi
                 ;;
         esac

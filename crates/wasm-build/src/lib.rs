@@ -134,7 +134,7 @@ pub fn build_npm(workspace_root: &Path, dir: &str, name: &str) -> Option<PathBuf
         &project,
         &["src", "package.json", "package-lock.json", "tsconfig.json"],
         &[
-            "wit",
+            "wit/0.2",
             "plugins/sdk-ts/src",
             "plugins/sdk-ts/package.json",
             "plugins/sdk-ts/bundle.config.js",
@@ -194,7 +194,7 @@ pub fn build_python(workspace_root: &Path, dir: &str, name: &str) -> Option<Path
         &project,
         &own,
         &[
-            "wit",
+            "wit/0.2",
             "plugins/sdk-py/canopy_plugin_sdk",
             "plugins/sdk-py/pyproject.toml",
         ],

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::bindings::CONTRACT_VERSION;
+use super::bindings::{CONTRACT_VERSION, Contract};
 
 /// The contract versions this host speaks, as error messages name them.
-const SPOKEN: &str = "canopy:destination@0.1.0 and @0.2.0";
+fn spoken() -> String {
+    let versions = Contract::ALL.map(Contract::version);
+    format!("canopy:destination@{}", versions.join(" and @"))
+}
 
 /// A component that cannot be used as a destination plugin.
 #[derive(Debug, Error)]
@@ -45,14 +48,17 @@ pub enum LoadError {
     #[error("the component does not compile: {0}")]
     Compile(String),
     #[error(
-        "the component was built against contract {found}; this host speaks {SPOKEN} and \
+        "the component was built against contract {found}; this host speaks {spoken} and \
          loads plugins built against one of them or a newer compatible release of one; \
-         rebuild it against the newest, `wit/0.2` (contract {CONTRACT_VERSION})"
+         rebuild it against the newest, `wit/0.2` (contract {current})",
+        spoken = spoken(),
+        current = CONTRACT_VERSION
     )]
     ContractVersion { found: String },
     #[error(
         "the component does not implement the canopy:destination/destination world \
-         ({SPOKEN}): {0}"
+         ({spoken}): {0}",
+        spoken = spoken()
     )]
     WrongWorld(String),
     #[error("the component imports something the sandbox does not provide: {0}")]

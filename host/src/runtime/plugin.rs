@@ -511,7 +511,12 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<Contra
         .iter()
         .filter_map(|e| e.strip_prefix(prefix))
         .collect();
-    if let Some(contract) = versions.iter().find_map(|v| Contract::for_version(v)) {
+    // The newest version the component speaks, whatever order it exports them in.
+    let spoken: Vec<Contract> = versions
+        .iter()
+        .filter_map(|v| Contract::for_version(v))
+        .collect();
+    if let Some(contract) = Contract::ALL.into_iter().find(|c| spoken.contains(c)) {
         return Ok(contract);
     }
     if let Some(other) = versions.first() {
@@ -521,7 +526,7 @@ fn check_exports(runtime: &RuntimeInner, component: &Component) -> Result<Contra
     }
     Err(LoadError::WrongWorld(format!(
         "it does not export {prefix}{} (it exports: {})",
-        bindings::CONTRACT_VERSION,
+        Contract::ALL.map(Contract::version).join(" or @"),
         if exports.is_empty() {
             "nothing".to_owned()
         } else {

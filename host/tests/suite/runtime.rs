@@ -663,24 +663,45 @@ fn plugins_of_both_contract_versions_load_and_run_side_by_side() {
             .value
             .unwrap()
     });
+    // contract-next sends the event as it came; the template, its JSON re-serialised.
+    assert_eq!(both[0][0].url, "https://hooks.example.com/loyalty");
+    assert_eq!(both[0][0].body, SAMPLE_EVENT.as_bytes());
     assert_eq!(both[1][0].url, "https://hooks.example.com/loyalty");
-    let requests = plugin
-        .transform(Scope::Fresh, SAMPLE_EVENT, &template_config(&[]))
+    assert_ne!(both[1][0].body, both[0][0].body);
+
+    // Each of the 0.1 plugin's answers comes through the conversion to 0.2's types.
+    let no_url = PluginConfig::default();
+    let refusal = plugin
+        .transform(Scope::Fresh, SAMPLE_EVENT, &no_url)
         .unwrap()
         .value
-        .unwrap();
-    assert_eq!(requests[0].url, "https://hooks.example.com/loyalty");
-    assert_eq!(requests[0].body, SAMPLE_EVENT.as_bytes());
-    let verdict = plugin
-        .interpret(
-            Scope::Fresh,
-            &PluginResponse {
-                status: 204,
-                headers: Vec::new(),
-                body: Vec::new(),
-            },
-        )
-        .unwrap()
-        .value;
-    assert!(matches!(verdict, Verdict::Delivered), "{verdict:?}");
+        .unwrap_err();
+    assert_eq!(refusal, Refusal::InvalidConfig("url is required".into()));
+    assert!(
+        plugin
+            .validate_config(Scope::Fresh, &no_url)
+            .unwrap()
+            .value
+            .is_empty()
+    );
+    let interpret = |status| {
+        plugin
+            .interpret(
+                Scope::Fresh,
+                &PluginResponse {
+                    status,
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                },
+            )
+            .unwrap()
+            .value
+    };
+    assert_eq!(interpret(204), Verdict::Delivered);
+    assert_eq!(
+        interpret(500),
+        Verdict::Failed {
+            reason: "HTTP 500".into()
+        }
+    );
 }

@@ -620,7 +620,8 @@ def destination(cls: type) -> type:
             except ValueError as error:
                 raise err(types.Refusal_InvalidConfig(str(error))) from None
             try:
-                requests = implementation.transform(parsed_event, parsed_config)
+                # list(): a `transform` written as a generator raises its refusals here too.
+                requests = list(implementation.transform(parsed_event, parsed_config))
             except Refused as refused:
                 raise err(refused.refusal()) from None
             return [_outgoing(request) for request in requests]

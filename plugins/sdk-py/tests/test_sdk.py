@@ -279,6 +279,28 @@ class RefusalTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             sdk.Refused("maybe", "why")
 
+    def test_a_generator_transform_refuses_like_any_other(self) -> None:
+        @sdk.destination
+        class Plugin:
+            def describe(self):
+                return sdk.Info(id="gen", name="Gen", version="1.0.0", description="",
+                                allowed_hosts=["a.example.com"])
+
+            def validate_config(self, config):
+                return []
+
+            def transform(self, event, config):
+                if config.text("url") is None:
+                    sdk.skip("no url")
+                yield sdk.Request.post(config.text("url"))
+
+        sample = (SAMPLES / "tier.changed.json").read_text()
+        with self.assertRaises(Err) as raised:
+            Plugin().transform(sample, wit_config({}, []))
+        self.assertEqual(raised.exception.value, types.Refusal_Skip("no url"))
+        sent = Plugin().transform(sample, wit_config({"url": "https://a.example.com/x"}, []))
+        self.assertEqual([r.url for r in sent], ["https://a.example.com/x"])
+
 
 class ResponseTest(unittest.TestCase):
     def test_default_verdict(self) -> None:

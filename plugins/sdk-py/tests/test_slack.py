@@ -73,7 +73,7 @@ class SlackTest(unittest.TestCase):
         self.assertEqual(list(body), ["channel", "text", "blocks", "unfurl_links", "unfurl_media"])
         self.assertEqual(body["channel"], "#loyalty")
         self.assertEqual(body["text"], ":trophy: *Jane Smith* moved from Silver to Gold (1,250 seeds)")
-        self.assertEqual(body["blocks"][0]["text"], {"type": "mrkdwn", "text": body["text"]})
+        self.assertEqual(body["blocks"][0]["text"], {"type": "mrkdwn", "text": body["text"], "verbatim": True})
         self.assertEqual(
             body["blocks"][1]["elements"][0]["text"],
             "Tier Changed · <!date^1770388560^{date_short_pretty} at {time}|2026-02-06T14:36:00.000Z>",
