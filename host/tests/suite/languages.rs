@@ -70,6 +70,32 @@ fn braze_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugins/braze"))
 }
 
+/// A configuration with these settings and these secrets set.
+fn config(settings: Value, secrets: &[&str]) -> PluginConfig {
+    PluginConfig {
+        settings,
+        secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+/// What `plugin` makes of an answer with this status, these headers and this body.
+fn verdict(plugin: &Plugin, status: u16, headers: &[(&str, &str)], body: &str) -> Verdict {
+    plugin
+        .interpret(
+            Scope::Fresh,
+            &PluginResponse {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: body.as_bytes().to_vec(),
+            },
+        )
+        .expect("the call succeeds")
+        .value
+}
+
 /// `canopy plugin test`'s run over a project's `tests/` (its settings, every secret the
 /// plugin declares set), which must pass for all 19 event types.
 fn passes_its_expected_files(plugin: &Plugin, project: &str) {
@@ -205,10 +231,6 @@ fn answers_as_the_rust_template_does(other: &Plugin) {
 #[test]
 fn braze_identifies_customers_and_refuses_what_it_cannot_send() {
     let Some(plugin) = braze() else { return };
-    let config = |settings: Value, secrets: &[&str]| PluginConfig {
-        settings,
-        secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
-    };
     let transform = |event: &Value, config: &PluginConfig| {
         plugin
             .transform(Scope::Fresh, &event.to_string(), config)
@@ -280,22 +302,8 @@ fn braze_identifies_customers_and_refuses_what_it_cannot_send() {
 #[test]
 fn braze_reads_what_braze_answers() {
     let Some(plugin) = braze() else { return };
-    let interpret = |status: u16, headers: &[(&str, &str)], body: &str| {
-        plugin
-            .interpret(
-                Scope::Fresh,
-                &PluginResponse {
-                    status,
-                    headers: headers
-                        .iter()
-                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    body: body.as_bytes().to_vec(),
-                },
-            )
-            .expect("the call succeeds")
-            .value
-    };
+    let interpret =
+        |status, headers: &[(&str, &str)], body| verdict(&plugin, status, headers, body);
     assert_eq!(
         interpret(201, &[], r#"{"message":"success","events_processed":1}"#),
         Verdict::Delivered
@@ -612,10 +620,6 @@ fn slack_answers_every_event_type_as_its_expected_files_say() {
 #[test]
 fn slack_escapes_event_text_and_refuses_what_it_cannot_send() {
     let Some(plugin) = slack() else { return };
-    let config = |settings: Value, secrets: &[&str]| PluginConfig {
-        settings,
-        secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
-    };
     let text_of = |event: &Value, config: &PluginConfig| -> String {
         let requests = plugin
             .transform(Scope::Fresh, &event.to_string(), config)
@@ -671,22 +675,8 @@ fn slack_escapes_event_text_and_refuses_what_it_cannot_send() {
 #[test]
 fn slack_reads_what_slack_answers() {
     let Some(plugin) = slack() else { return };
-    let interpret = |status: u16, headers: &[(&str, &str)], body: &str| {
-        plugin
-            .interpret(
-                Scope::Fresh,
-                &PluginResponse {
-                    status,
-                    headers: headers
-                        .iter()
-                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                        .collect(),
-                    body: body.as_bytes().to_vec(),
-                },
-            )
-            .expect("the call succeeds")
-            .value
-    };
+    let interpret =
+        |status, headers: &[(&str, &str)], body| verdict(&plugin, status, headers, body);
     assert_eq!(
         interpret(200, &[], r#"{"ok":true,"channel":"C1","ts":"1.2"}"#),
         Verdict::Delivered
