@@ -21,6 +21,7 @@ pub struct Metrics {
     deliveries: Family<Labels, Counter>,
     leases_lost: Counter,
     queue: Family<Labels, Gauge>,
+    outcomes_pending: Gauge,
     attempt_seconds: Family<Labels, Histogram>,
     plugin_call_seconds: Family<Labels, Histogram>,
 }
@@ -54,6 +55,12 @@ impl Metrics {
             "leases_lost",
             "Attempts whose outcome was not recorded: their lease had expired and another worker (or node) had claimed the delivery again",
             leases_lost.clone(),
+        );
+        let outcomes_pending = Gauge::default();
+        registry.register(
+            "outcomes_pending",
+            "Attempt outcomes waiting to be recorded: queued for the store's next group commit or in its write, their workers not yet answered",
+            outcomes_pending.clone(),
         );
         let queue = Family::<Labels, Gauge>::default();
         registry.register(
@@ -89,6 +96,7 @@ impl Metrics {
             deliveries,
             leases_lost,
             queue,
+            outcomes_pending,
             attempt_seconds,
             plugin_call_seconds,
         }
@@ -123,8 +131,10 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
-    /// The text exposition, with the queue gauges set to `depth`.
-    pub fn render(&self, depth: QueueDepth) -> String {
+    /// The text exposition, with the queue gauges set to `depth` and the pending outcomes
+    /// gauge to `outcomes_pending`.
+    pub fn render(&self, depth: QueueDepth, outcomes_pending: u64) -> String {
+        self.outcomes_pending.set(outcomes_pending as i64);
         for (state, value) in [
             ("due", depth.due),
             ("scheduled", depth.scheduled),

@@ -256,7 +256,9 @@ async fn metrics(State(state): State<App>) -> Result<impl IntoResponse, AppError
     let depth = state.store.queue_depth(state.clock.now()).await?;
     Ok((
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        state.metrics.render(depth),
+        state
+            .metrics
+            .render(depth, state.store.signals().outcomes_pending()),
     ))
 }
 

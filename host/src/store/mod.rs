@@ -40,7 +40,7 @@ pub use self::sled::SledStore;
 pub use crate::model::*;
 
 /// Store failures. The message names the operation, never a stored value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("storage error: {0}")]
     Backend(String),
@@ -63,6 +63,8 @@ pub enum StoreError {
 pub struct Signals {
     work: tokio::sync::Notify,
     plugins: tokio::sync::watch::Sender<u64>,
+    /// Outcomes handed to [`Store::record_attempt`] and not yet answered.
+    outcomes: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Signals {
@@ -70,7 +72,19 @@ impl Default for Signals {
         Signals {
             work: tokio::sync::Notify::new(),
             plugins: tokio::sync::watch::Sender::new(0),
+            outcomes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+}
+
+/// Counts one outcome as pending while it lives ([`Signals::outcome_pending`]).
+pub struct PendingOutcome<'a>(&'a Signals);
+
+impl Drop for PendingOutcome<'_> {
+    fn drop(&mut self) {
+        self.0
+            .outcomes
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -89,6 +103,19 @@ impl Signals {
     /// Plugin versions were added, activated or deleted.
     pub fn plugins_changed(&self) {
         self.plugins.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// An outcome is being recorded until the guard is dropped.
+    pub fn outcome_pending(&self) -> PendingOutcome<'_> {
+        self.outcomes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PendingOutcome(self)
+    }
+
+    /// Outcomes being recorded (queued for the store's group commit, or in its write) and not
+    /// yet answered: the `outcomes_pending` gauge.
+    pub fn outcomes_pending(&self) -> u64 {
+        self.outcomes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Changes whenever plugin versions change.

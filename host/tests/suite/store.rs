@@ -127,6 +127,83 @@ conformance! {
     deleting_an_integration_ends_its_queued_and_paused_deliveries,
 }
 
+/// The embedded store keeps leases in memory. A directory an older version wrote holds a
+/// claimed delivery as it left it: the lease on its record, its queue entry moved to the
+/// lease's end and an `L` key counting it in flight. Opened now, the delivery is due at once
+/// (not when that lease would have ended), nothing counts as in flight, and the old keys are
+/// gone. A claim by this version writes no lease to disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_leases_an_older_version_wrote_are_cleared_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = integration(true);
+    let (held, now) = {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.create_integration(&hook).await.unwrap();
+        store.insert_events(vec![event(&[&hook])]).await.unwrap();
+        let now = Timestamp::now();
+        let held = claim(&store, now, 10).await.remove(0);
+        assert!(held.lease_until.is_some(), "the claim leases it");
+        let shown = detail(&store, SHOP, held.id).await.delivery;
+        assert_eq!(shown.lease_until, held.lease_until, "readers see the lease");
+        store.flush().await.unwrap();
+        (held, now)
+    };
+    let until = held.lease_until.unwrap();
+    let due = held.next_attempt_at.unwrap();
+    let (d_key, q_key, l_key) = {
+        let id = held.id.as_bytes();
+        let q = |at: Timestamp| [&b"Q"[..], hook.id.as_bytes(), &at.0.to_be_bytes(), id].concat();
+        (
+            [&b"D"[..], id].concat(),
+            (q(due), q(until)),
+            [&b"L"[..], hook.id.as_bytes(), id].concat(),
+        )
+    };
+    {
+        let db = ::sled::open(dir.path()).unwrap();
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&db.get(&d_key).unwrap().unwrap()).unwrap();
+        assert!(
+            record["lease_token"].is_null(),
+            "no lease written by a claim"
+        );
+        assert!(
+            db.get(&l_key).unwrap().is_none(),
+            "no lease key written by a claim"
+        );
+        assert!(
+            db.get(&q_key.0).unwrap().is_some(),
+            "queued at its due time"
+        );
+        // As the older version wrote it.
+        record["lease_until"] = serde_json::to_value(until).unwrap();
+        record["lease_token"] = serde_json::to_value(lease(&held).token).unwrap();
+        db.insert(&d_key, serde_json::to_vec(&record).unwrap())
+            .unwrap();
+        db.remove(&q_key.0).unwrap();
+        db.insert(&q_key.1, &[]).unwrap();
+        db.insert(&l_key, &until.0.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let depth = store.queue_depth(now).await.unwrap();
+    assert_eq!((depth.due, depth.in_flight, depth.scheduled), (1, 0, 0));
+    let again = claim(&store, now, 10).await;
+    assert_eq!(
+        ids(&again),
+        [held.id],
+        "due at once, not at the old lease's end"
+    );
+    drop(store);
+    let db = ::sled::open(dir.path()).unwrap();
+    assert_eq!(
+        db.scan_prefix(b"L").count(),
+        0,
+        "the old lease keys are gone"
+    );
+    assert!(db.get(&q_key.1).unwrap().is_none());
+}
+
 /// The PostgreSQL harness itself: each call makes a new, empty database of its own.
 #[test]
 fn postgres_test_databases_are_new_and_empty() {

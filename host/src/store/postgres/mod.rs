@@ -1040,6 +1040,7 @@ impl Store for PgStore {
         auto_disable_after: u32,
     ) -> Result<Recorded, StoreError> {
         // Written with the other outcomes queued meanwhile (see `outcomes`).
+        let _pending = self.signals.outcome_pending();
         let (done, result) = tokio::sync::oneshot::channel();
         let pending = outcomes::Pending {
             lease,

@@ -69,7 +69,7 @@ pub(super) fn start(pool: PgPool) -> (Queue, tokio::task::AbortHandle) {
                 }
                 Err(failed) => {
                     let error = failed.into_error();
-                    batch.iter().map(|_| Err(copy(&error))).collect()
+                    batch.iter().map(|_| Err(error.clone())).collect()
                 }
             };
             for (pending, result) in batch.drain(..).zip(results) {
@@ -96,20 +96,6 @@ impl Failed {
                 "the commit of the outcome was not confirmed: {error}"
             )),
         }
-    }
-}
-
-/// The same error again, for each outcome of a batch that failed as a whole.
-fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Backend(m) => StoreError::Backend(m.clone()),
-        StoreError::Corrupt { what, detail } => StoreError::Corrupt {
-            what,
-            detail: detail.clone(),
-        },
-        StoreError::Rejected(m) => StoreError::Rejected(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::LeaseLost(id) => StoreError::LeaseLost(*id),
     }
 }
 

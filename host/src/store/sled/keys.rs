@@ -13,10 +13,10 @@
 //! | `I` | shop ‖ 0 ‖ integration id | [`Integration`] |
 //! | `D` | delivery id (UUIDv7, so by creation time) | [`Delivery`] |
 //! | `A` | delivery id ‖ attempt number | [`Attempt`] |
-//! | `Q` | integration id ‖ due ms ‖ delivery id | — (its queue: pending, retrying, leased at the lease's end) |
+//! | `Q` | integration id ‖ due ms ‖ delivery id | — (its queue: pending and retrying, at the due time; a delivery a worker holds keeps its entry, the lease being in memory) |
 //! | `N` | head due ms ‖ integration id | shop (integrations with queued work, by their earliest entry) |
 //! | `n` | integration id | head due ms (where its `N` entry is) |
-//! | `L` | integration id ‖ delivery id | lease end ms (attempts in flight) |
+//! | `L` | integration id ‖ delivery id | lease end ms: written by versions before leases moved to memory, cleared at open |
 //! | `P` | integration id ‖ delivery id | — (paused) |
 //! | `d` | shop ‖ 0 ‖ delivery id | — (the shop's log) |
 //! | `i` | integration id ‖ delivery id | — (log filter) |

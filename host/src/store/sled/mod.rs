@@ -17,7 +17,9 @@
 
 mod export;
 mod keys;
+mod leases;
 mod migrate;
+mod outcomes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -72,6 +74,10 @@ pub struct SledStore {
     db: RwLock<Option<::sled::Db>>,
     write: Mutex<()>,
     commit: GroupCommit,
+    /// Attempt outcomes waiting to be written together ([`outcomes`]).
+    outcomes: outcomes::Outcomes,
+    /// Who holds which delivery ([`leases`]): in memory only.
+    leases: leases::Leases,
     /// Where the last claim's round-robin stopped, so the next one goes on from there.
     rotation: Mutex<Rotation>,
     /// When free space was last read, and what it was.
@@ -116,6 +122,7 @@ impl From<::sled::Error> for StoreError {
 struct Writes {
     batch: ::sled::Batch,
     queues: HashMap<Uuid, QueueChange>,
+    changes: usize,
 }
 
 #[derive(Default)]
@@ -128,10 +135,17 @@ struct QueueChange {
 impl Writes {
     fn insert(&mut self, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) {
         self.batch.insert(k.as_ref(), v.as_ref());
+        self.changes += 1;
     }
 
     fn remove(&mut self, k: impl AsRef<[u8]>) {
         self.batch.remove(k.as_ref());
+        self.changes += 1;
+    }
+
+    /// Nothing to write: no key changed, no queue's earliest entry to check.
+    fn is_empty(&self) -> bool {
+        self.changes == 0 && self.queues.is_empty()
     }
 
     fn queue(&mut self, integration: Uuid, shop: &str) -> &mut QueueChange {
@@ -150,6 +164,8 @@ impl SledStore {
             db: RwLock::new(Some(open_db(dir)?)),
             write: Mutex::new(()),
             commit: GroupCommit::default(),
+            outcomes: outcomes::Outcomes::default(),
+            leases: leases::Leases::default(),
             rotation: Mutex::default(),
             checked: Mutex::default(),
             paces: Mutex::default(),
@@ -158,15 +174,13 @@ impl SledStore {
         if let Some(migrated) = store.migrate()? {
             tracing::info!("{migrated}");
         }
-        store.rebuild_heads()?;
-        // sled's directory lock means no other process holds a lease, and this one has just
-        // started: every lease is expired now, so held work is due at once instead of when
-        // its lease would have ended. (With several processes on one database, leases are
-        // never released like this; they expire.)
-        let expired = store.expire_leases(Timestamp::now())?;
-        if expired > 0 {
-            tracing::info!("{expired} deliveries held by a previous run are due again");
+        // Leases live in memory ([`leases`]); older versions wrote them. sled's directory lock
+        // means no other process holds one, so work they held is due again now.
+        let cleared = store.clear_durable_leases()?;
+        if cleared > 0 {
+            tracing::info!("{cleared} deliveries held by a previous run are due again");
         }
+        store.rebuild_heads()?;
         let db = store.db()?;
         if db.get(key(SHOP, DEFAULT_SHOP.as_bytes()))?.is_none() {
             let shop = Shop::new(DEFAULT_SHOP, "Default shop", Timestamp::now());
@@ -175,10 +189,9 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Ends every lease at `now` (keeping its token, so an attempt this process still runs
-    /// records its outcome unless the delivery is claimed again first). Only safe where no
-    /// other process can hold a lease: at open, and when the engine is reopened.
-    fn expire_leases(&self, now: Timestamp) -> Result<usize, StoreError> {
+    /// Clears the leases older versions kept on disk (`L` keys and the lease on the record,
+    /// whose queue entry sat at the lease's end): each delivery is back at its due time.
+    fn clear_durable_leases(&self) -> Result<usize, StoreError> {
         let leased = self.ids_in(&[LEASE])?;
         for chunk in leased.chunks(CHUNK) {
             let _write = self.lock();
@@ -189,8 +202,16 @@ impl SledStore {
                     continue;
                 };
                 let mut new = old.clone();
-                new.lease_until = Some(now);
+                new.lease_until = None;
+                new.lease_token = None;
                 self.put_delivery(&mut w, Some(&old), &new);
+            }
+            // A key left without its record.
+            for k in db.scan_prefix([LEASE]).keys() {
+                let k = k?;
+                if chunk.contains(&trailing_id(&k)) {
+                    w.remove(k);
+                }
             }
             self.commit(&db, w)?;
         }
@@ -207,14 +228,31 @@ impl SledStore {
         let _write = self.writing()?;
         let db = self.db()?;
         let old = self
-            .delivery_record(lease.delivery)?
-            .filter(|d| d.holds(&lease))
+            .leased_record(&lease)?
             .ok_or(StoreError::LeaseLost(lease.delivery))?;
         let mut new = old.clone();
         change(&mut new);
         let mut w = Writes::default();
         self.put_delivery(&mut w, Some(&old), &new);
-        self.commit(&db, w)
+        self.commit(&db, w)?;
+        self.leases.end([lease.delivery]);
+        Ok(())
+    }
+
+    /// The durable record of a delivery `lease` holds: `None` when the lease is no longer
+    /// its own or the delivery is no longer queued (it was ended meanwhile; the lease is
+    /// then forgotten).
+    fn leased_record(&self, lease: &Lease) -> Result<Option<Delivery>, StoreError> {
+        if !self.leases.holds(lease) {
+            return Ok(None);
+        }
+        let record = self
+            .delivery_record(lease.delivery)?
+            .filter(|d| matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::Retrying));
+        if record.is_none() {
+            self.leases.end([lease.delivery]);
+        }
+        Ok(record)
     }
 
     /// The engine (a cheap handle).
@@ -509,36 +547,21 @@ impl SledStore {
         db: &::sled::Db,
         integration: Uuid,
         now: Timestamp,
+        in_flight: &leases::InFlight,
     ) -> Result<QueueDepth, StoreError> {
+        // A held delivery's queue entry stays at its due time, which had come.
         let split = queue_entry(integration, Timestamp(now.0 + 1), Uuid::nil());
         let due = db.range(queue_prefix(integration)..split.clone()).count() as u64;
         let later = db
             .range(split..prefix_end(&queue_prefix(integration)))
             .count() as u64;
-        let in_flight = self.in_flight(db, integration, now)? as u64;
+        let in_flight = in_flight.of(integration) as u64;
         Ok(QueueDepth {
-            due,
-            scheduled: later.saturating_sub(in_flight),
+            due: due.saturating_sub(in_flight),
+            scheduled: later,
             in_flight,
             paused: db.scan_prefix(key(PAUSED, integration.as_bytes())).count() as u64,
         })
-    }
-
-    /// Attempts of an integration in flight: its leases that have not expired (an expired one
-    /// is due again and does not hold a place).
-    fn in_flight(
-        &self,
-        db: &::sled::Db,
-        integration: Uuid,
-        now: Timestamp,
-    ) -> Result<u32, StoreError> {
-        let mut count = 0;
-        for v in db.scan_prefix(key(LEASE, integration.as_bytes())).values() {
-            if time_at(&v?, 0) > now {
-                count += 1;
-            }
-        }
-        Ok(count)
     }
 }
 
@@ -905,6 +928,11 @@ impl Store for SledStore {
         let later = |next_at: &mut Option<Timestamp>, at: Timestamp| {
             *next_at = Some(next_at.map_or(at, |n| n.min(at)));
         };
+        // Held work is due again when its lease ends (unless its attempt is recorded first).
+        if let Some(at) = self.leases.next_end(now) {
+            later(&mut next_at, at);
+        }
+        let in_flight = self.leases.in_flight(now);
 
         // The integrations with due work, by shop, each with what its cap leaves room for.
         let mut shops: BTreeMap<String, Vec<Lane<(Vec<u8>, Uuid, String)>>> = BTreeMap::new();
@@ -921,22 +949,32 @@ impl Store for SledStore {
                 w.queue(id, &shop);
                 continue;
             };
-            let room = integration
-                .in_flight_cap()
-                .saturating_sub(self.in_flight(&db, id, now)?);
+            let held = in_flight.of(id);
+            let room = integration.in_flight_cap().saturating_sub(held);
             if room == 0 {
                 continue; // an attempt ending makes room, and wakes the scheduler
             }
+            // Held work keeps its queue entry at its due time: skipped while its lease holds
+            // (at most the cap's worth of entries).
             let end = queue_entry(id, Timestamp(now.0 + 1), Uuid::nil());
-            let due: std::collections::VecDeque<Vec<u8>> = db
-                .range(queue_prefix(id)..end)
-                .keys()
-                .take(room.min(limit as u32) as usize)
-                .map(|k| k.map(|k| k.to_vec()))
-                .collect::<Result<_, _>>()?;
-            if due.is_empty() {
+            let mut entries = 0;
+            let mut due = std::collections::VecDeque::new();
+            for k in db.range(queue_prefix(id)..end).keys() {
+                let k = k?;
+                entries += 1;
+                if !in_flight.deliveries.contains(&trailing_id(&k)) {
+                    due.push_back(k.to_vec());
+                    if due.len() >= room.min(limit as u32) as usize {
+                        break;
+                    }
+                }
+            }
+            if entries == 0 {
                 w.queue(id, &shop); // a stale head: recomputed below
                 continue;
+            }
+            if due.is_empty() {
+                continue; // all of it held: due again when a lease ends
             }
             let due = due.into_iter().map(|e| (e, id, shop.clone())).collect();
             let pace = self
@@ -974,11 +1012,9 @@ impl Store for SledStore {
                 .delivery_record(trailing_id(&entry))?
                 .filter(|d| queue_key(d).is_some_and(|k| k == entry));
             match current {
-                Some(old) => {
-                    let mut new = old.clone();
-                    new.claim(lease_until);
-                    self.put_delivery(&mut w, Some(&old), &new);
-                    claimed.push(new);
+                Some(mut held) => {
+                    self.leases.take(&mut held, lease_until);
+                    claimed.push(held);
                 }
                 None => {
                     w.queue(integration, &shop).removed.insert(entry.clone());
@@ -986,7 +1022,9 @@ impl Store for SledStore {
                 }
             }
         }
-        self.commit(&db, w)?;
+        if !w.is_empty() {
+            self.commit(&db, w)?;
+        }
         Ok(ClaimRound { claimed, next_at })
     }
 
@@ -1008,49 +1046,8 @@ impl Store for SledStore {
         now: Timestamp,
         auto_disable_after: u32,
     ) -> Result<Recorded, StoreError> {
-        let _write = self.writing()?;
-        let db = self.db()?;
-        let id = lease.delivery;
-        let old = self
-            .delivery_record(id)?
-            .filter(|d| d.holds(&lease))
-            .ok_or(StoreError::LeaseLost(id))?;
-        let mut w = Writes::default();
-        let mut integration_disabled = false;
-        let mut outcome = outcome;
-        let integration_key = integration_key(&old.shop, old.integration_id);
-        if let Some(mut integration) = self.get::<Integration>(&integration_key, "integration")? {
-            let applied = outcome.apply_to(&mut integration, auto_disable_after, now);
-            (outcome, integration_disabled) = (applied.outcome, applied.disabled);
-            if applied.changed {
-                w.insert(&integration_key, encode(&integration));
-            }
-        }
-        let bucket_key = stats_key(old.integration_id, stats_bucket(now));
-        let mut stats: AttemptStats = self.get(&bucket_key, "statistics")?.unwrap_or_default();
-        stats.add(outcome.signal, attempt.duration_ms);
-        w.insert(&bucket_key, encode(&stats));
-        if outcome.signal != Signal::Neutral {
-            let last_key = key(LAST, old.integration_id.as_bytes());
-            let mut last: LastOutcomes = self.get(&last_key, "last outcomes")?.unwrap_or_default();
-            last.observe(outcome.signal, now);
-            w.insert(&last_key, encode(&last));
-        }
-
-        let mut attempt = attempt;
-        attempt.outcome = outcome.status;
-        let mut new = old.clone();
-        new.record(&attempt, outcome, now);
-        w.insert(
-            concat(&[&[ATTEMPT], id.as_bytes(), &attempt.number.to_be_bytes()]),
-            encode(&attempt),
-        );
-        self.put_delivery(&mut w, Some(&old), &new);
-        self.commit(&db, w)?;
-        Ok(Recorded {
-            status: new.status,
-            integration_disabled,
-        })
+        self.record_queued(lease, attempt, outcome, now, auto_disable_after)
+            .await
     }
 
     async fn requeue(&self, shop: &str, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {
@@ -1136,6 +1133,7 @@ impl Store for SledStore {
                 .map(|v| decode(&v?, "attempt"))
                 .collect::<Result<_, _>>()?;
             if attempts.len() as u64 <= u64::from(delivery.attempts) {
+                let delivery = self.leases.show(delivery);
                 return Ok(Some(DeliveryDetail { delivery, attempts }));
             }
         }
@@ -1164,7 +1162,7 @@ impl Store for SledStore {
                 continue;
             };
             if matches(shop, filter, &delivery) {
-                found.push(delivery);
+                found.push(self.leases.show(delivery));
                 if found.len() >= limit {
                     break;
                 }
@@ -1176,8 +1174,9 @@ impl Store for SledStore {
     async fn queue_depth(&self, now: Timestamp) -> Result<QueueDepth, StoreError> {
         let db = self.db()?;
         let mut depth = QueueDepth::default();
+        let in_flight = self.leases.in_flight(now);
         for k in db.scan_prefix([HEAD]).keys() {
-            let queue = self.integration_queue(&db, id_at(&k?, 1), now)?;
+            let queue = self.integration_queue(&db, id_at(&k?, 1), now, &in_flight)?;
             depth.due += queue.due;
             depth.scheduled += queue.scheduled;
             depth.in_flight += queue.in_flight;
@@ -1205,7 +1204,7 @@ impl Store for SledStore {
         let last = self
             .get::<LastOutcomes>(&key(LAST, id.as_bytes()), "last outcomes")?
             .unwrap_or_default();
-        let queue = self.integration_queue(&db, id, now)?;
+        let queue = self.integration_queue(&db, id, now, &self.leases.in_flight(now))?;
         Ok(Some(IntegrationHealth::from_buckets(
             id, &buckets, last, queue, now,
         )))
@@ -1543,11 +1542,11 @@ impl Store for SledStore {
         };
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(reopened);
         self.rebuild_heads()?;
-        // Like a restart: writes that never reached the disk are gone, so a lease may stand
-        // whose attempt already ended. Every lease is due again; an attempt still in flight
+        // Like a restart: writes that never reached the disk are gone, so work whose outcome
+        // was lost is queued again. Every lease is due again; an attempt still in flight
         // records its outcome when it ends, unless its delivery was claimed again first
         // (at-least-once: it may be sent once more).
-        let released = self.expire_leases(Timestamp::now())?;
+        let released = self.leases.expire_all(Timestamp::now());
         self.signals.work_queued();
         tracing::warn!(dir = %self.dir.display(), released, "the store was reopened after a write failure; it takes writes again");
         Ok(())
