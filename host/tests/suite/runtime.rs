@@ -2,11 +2,12 @@
 //! hostile behaviour failing with its typed error while the host keeps serving, loading
 //! checks, and isolation of warm instances.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use canopy::runtime::{
-    Header, LoadError, Method, Needs, PluginConfig, PluginError, PluginResponse, Refusal, Runtime,
-    Scope, Segment, SignatureRequest, Verdict,
+    Header, LoadError, Method, Needs, Plugin, PluginConfig, PluginError, PluginResponse, Refusal,
+    Runtime, Scope, Segment, SignatureRequest, Verdict,
 };
 use canopy_test_support::{
     BAD_DESCRIBE, CONTRACT_NEXT, ECHO_V1, ECHO_V2, HOSTILE, NOT_A_DESTINATION, SAMPLE_EVENT,
@@ -328,6 +329,68 @@ fn a_call_past_the_time_limit_is_interrupted() {
     assert!(
         matches!(error, PluginError::TimeLimit { limit } if limit == Duration::from_millis(50)),
         "{error:?}"
+    );
+}
+
+/// From async code a call runs on the caller's thread while it is short, and moves to the
+/// blocking pool once it outgrows its slice (10–20 ms): on a single-threaded runtime, a task
+/// beside a short call never runs during it, and one beside a 300 ms call runs while it
+/// goes on. A call past the whole time limit still fails as TimeLimit, after its move.
+#[tokio::test(flavor = "current_thread")]
+async fn from_async_code_a_short_call_runs_in_place_and_a_long_one_moves_off_the_thread() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let limits = canopy::runtime::Limits {
+        call_time_limit: Duration::from_millis(1_000),
+        ..server_limits()
+    };
+    let runtime = Runtime::new(limits).unwrap();
+    let plugin = load(&runtime, HOSTILE);
+    let scope = "integration".to_owned();
+
+    // Counts how often the runtime's one thread ran the task beside the call, until `done`.
+    async fn beside(
+        plugin: Arc<Plugin>,
+        scope: &str,
+        mode: &str,
+    ) -> (
+        Result<Vec<canopy::runtime::PluginRequest>, PluginError>,
+        u64,
+    ) {
+        let done = Arc::new(AtomicBool::new(false));
+        let turns = Arc::new(AtomicU64::new(0));
+        let counter = tokio::spawn({
+            let (done, turns) = (done.clone(), turns.clone());
+            async move {
+                while !done.load(Ordering::SeqCst) {
+                    turns.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        tokio::task::yield_now().await; // the counter starts
+        let before = turns.load(Ordering::SeqCst);
+        let result = plugin
+            .transform_async(scope.to_owned(), SAMPLE_EVENT.to_owned(), self::mode(mode))
+            .await
+            .map(|call| call.value.expect("no refusal"));
+        let during = turns.load(Ordering::SeqCst) - before;
+        done.store(true, Ordering::SeqCst);
+        counter.await.unwrap();
+        (result, during)
+    }
+
+    let (short, turns) = beside(plugin.clone(), &scope, "spin:2").await;
+    assert_eq!(short.unwrap()[0].url, "https://hostile.test/spun");
+    assert_eq!(turns, 0, "a short call runs in place, with no hop");
+
+    let (long, turns) = beside(plugin.clone(), &scope, "spin:300").await;
+    assert_eq!(long.unwrap()[0].url, "https://hostile.test/spun");
+    assert!(turns > 0, "the thread was held for the whole long call");
+
+    let (endless, _) = beside(plugin.clone(), &scope, "loop").await;
+    assert!(
+        matches!(endless, Err(PluginError::TimeLimit { limit }) if limit == Duration::from_millis(1_000)),
+        "{endless:?}"
     );
 }
 

@@ -43,6 +43,16 @@ impl Destination for Hostile {
                 ])
             }
             "panic" => panic!("hostile plugin panicked on purpose"),
+            // `spin:<ms>`: busy for that long by the clock, then an ordinary answer (a slow
+            // plugin, not a hostile one).
+            spin if spin.starts_with("spin:") => {
+                let ms: u64 = spin["spin:".len()..].parse().unwrap_or(0);
+                let started = std::time::Instant::now();
+                while started.elapsed() < std::time::Duration::from_millis(ms) {
+                    std::hint::black_box(());
+                }
+                Ok(vec![Request::post("https://hostile.test/spun").build()])
+            }
             "sleep" => {
                 std::thread::sleep(std::time::Duration::from_secs(3600));
                 Ok(vec![])
