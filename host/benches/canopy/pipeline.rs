@@ -17,9 +17,9 @@
 //! 4. **Recovery**: 100,000 events ingested while the receiver hangs, the server SIGKILLed
 //!    with all of them pending, the receiver back, the server restarted: time to `/healthz`,
 //!    to the first delivery and to the last, and the restarted server's peak RSS (`VmHWM`)
-//!    (and the server's CPU per event while they were ingested, which is ingest's cost)
 //!    from start-up, holding all of them, to the last delivery. The first server's peak
-//!    while the 100,000 were ingested is printed too.
+//!    while the 100,000 were ingested is printed too, and its CPU per event ingested (the
+//!    receiver hangs, so that is ingest's cost).
 //!
 //! Run alone: `cargo bench -p canopy --bench canopy -- pipeline`.
 

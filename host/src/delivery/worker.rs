@@ -5,10 +5,10 @@
 //! `interpret` → [`decide`] → the attempt recorded with the request as sent (secrets
 //! redacted) and a bounded response excerpt.
 //!
-//! Plugin calls are synchronous wasm. They run on the worker's own thread within a slice of
-//! 10–20 ms, and a call that needs longer is run again on tokio's blocking pool
-//! ([`Plugin::run`]), so a slow plugin (bounded by its time limit) never stalls the network
-//! tasks for more than one slice, while the usual call costs no thread hop.
+//! Plugin calls are synchronous wasm. They run on the plugin runtime's threads (one per core)
+//! within a slice of 10–20 ms, and a call that needs longer is run again on tokio's blocking
+//! pool ([`Plugin::run`]): a slow plugin (bounded by its time limit) never stalls the network
+//! tasks, and the threads plugin calls use stay as many as the cores.
 
 use std::collections::HashMap;
 use std::sync::Arc;

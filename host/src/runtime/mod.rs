@@ -25,6 +25,7 @@ mod limits;
 mod plugin;
 mod pool;
 mod registry;
+mod threads;
 mod types;
 
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub(crate) struct RuntimeInner {
     pool: WarmPool,
     generations: AtomicU64,
     compiled: Option<CompiledCache>,
+    /// Where calls from async code run first ([`threads`]).
+    threads: threads::CallThreads,
 }
 
 /// Errors setting up the engine itself (bad limits, no virtual memory for the pool).
@@ -150,6 +153,10 @@ impl Runtime {
                 limits,
                 generations: AtomicU64::new(1),
                 compiled,
+                threads: threads::CallThreads::start(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )
+                .map_err(|e| RuntimeError(format!("cannot start the plugin threads: {e}")))?,
             }),
         })
     }

@@ -40,15 +40,15 @@ pub struct Plugin {
     /// Set while this version is not the active one: its warm instances are not kept.
     retired: AtomicBool,
     /// Calls [`Plugin::run`] still sends straight to the blocking pool, since one of this
-    /// version's calls outgrew the inline slice.
+    /// version's calls outgrew the slice.
     pooled: AtomicU32,
 }
 
-/// Epoch ticks a call may run on the async runtime's thread before it is stopped and run again
-/// on the blocking pool (10–20 ms, at a 10 ms tick; a warm call takes microseconds for a Rust
+/// Epoch ticks a call may run on a plugin thread before it is stopped and run again on the
+/// blocking pool (10–20 ms, at a 10 ms tick; a warm call takes microseconds for a Rust
 /// plugin, about a millisecond for TypeScript).
-const INLINE_TICKS: u64 = 2;
-/// Calls of a version sent straight to the blocking pool after one outgrew the inline slice.
+const SLICE_TICKS: u64 = 2;
+/// Calls of a version sent straight to the blocking pool after one outgrew the slice.
 const POOLED_AFTER_SLOW: u32 = 256;
 
 /// The result of a call with what it cost.
@@ -246,36 +246,52 @@ impl Plugin {
         .await
     }
 
-    /// Runs a call from async code where it costs least. First on the caller's thread, within
-    /// [`INLINE_TICKS`] of the epoch: nearly every call ends well inside it, and a hop to the
-    /// blocking pool and back (two thread wake-ups) costs more than a warm call of a Rust
-    /// plugin. A call that outgrows the slice is stopped (its instance dropped, as after any
-    /// error) and run again from the start on tokio's blocking pool, to the full time limit;
-    /// the version's next [`POOLED_AFTER_SLOW`] calls go straight there. Running a call again
-    /// is safe because calls are pure functions of their input, with no I/O. So a plugin that
-    /// runs long holds an async runtime thread for one slice at most, and then not again for
-    /// a while.
-    pub async fn run<R: Send + 'static>(
-        self: Arc<Self>,
-        call: impl Fn(&Plugin, u64) -> Result<R, PluginError> + Send + 'static,
-    ) -> Result<R, PluginError> {
+    /// Runs a call from async code. First on the runtime's plugin threads (one per core,
+    /// outside tokio: see `threads.rs`), within [`SLICE_TICKS`] of the epoch: nearly every call
+    /// ends well inside it. A call that outgrows the slice is stopped (its instance dropped,
+    /// as after any error) and run again from the start on tokio's blocking pool, to the full
+    /// time limit; the version's next [`POOLED_AFTER_SLOW`] calls go straight there. Running a
+    /// call again is safe because calls are pure functions of their input, with no I/O. So a
+    /// plugin that runs long holds a plugin thread for one slice at most, and then not again
+    /// for a while, and never holds an async runtime thread.
+    pub async fn run<R, F>(self: Arc<Self>, call: F) -> Result<R, PluginError>
+    where
+        R: Send + 'static,
+        F: Fn(&Plugin, u64) -> Result<R, PluginError> + Send + 'static,
+    {
+        let lost = |e: &dyn std::fmt::Display| {
+            PluginError::Instantiate(format!("the plugin call was lost: {e}"))
+        };
         let full = self.full_ticks();
-        let slice = INLINE_TICKS.min(full);
+        let slice = SLICE_TICKS.min(full);
         let pooled = self
             .pooled
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok();
-        if !pooled {
-            match call(&self, slice) {
+        let (plugin, call) = if pooled {
+            (self, call)
+        } else {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let runtime = self.runtime.clone();
+            let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                let result = call(&self, slice);
+                let _ = done.send((result, self, call));
+            });
+            if runtime.threads.submit(job).is_err() {
+                return Err(lost(&"the plugin threads have stopped"));
+            }
+            let (result, plugin, call) = answer.await.map_err(|e| lost(&e))?;
+            match result {
                 Err(PluginError::TimeLimit { .. }) if slice < full => {
-                    self.pooled.store(POOLED_AFTER_SLOW, Ordering::Relaxed);
+                    plugin.pooled.store(POOLED_AFTER_SLOW, Ordering::Relaxed);
+                    (plugin, call)
                 }
                 done => return done,
             }
-        }
-        tokio::task::spawn_blocking(move || call(&self, full))
+        };
+        tokio::task::spawn_blocking(move || call(&plugin, full))
             .await
-            .map_err(|e| PluginError::Instantiate(format!("the plugin call was lost: {e}")))?
+            .map_err(|e| lost(&e))?
     }
 
     /// Epoch ticks of the whole call time limit.

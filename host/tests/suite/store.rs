@@ -111,6 +111,7 @@ conformance! {
     claims_are_fenced_by_their_lease,
     an_expired_lease_records_until_another_claim_takes_it,
     outcomes_recorded_at_once_are_each_fenced_and_all_kept,
+    failures_recorded_at_once_disable_at_the_threshold,
     claims_take_turns_across_shops_and_integrations_within_caps,
     work_its_rate_limit_refuses_stays_queued_and_says_when_to_look_again,
     a_rate_limit_holds_across_handles_on_the_same_data,
@@ -564,6 +565,58 @@ async fn claims_are_fenced_by_their_lease(backend: &Backend) {
 /// Many workers record at once (PostgreSQL writes such outcomes together, in one
 /// transaction): every current lease's outcome is kept with its attempt and counted in the
 /// statistics, and a lost lease among them is refused alone.
+/// Failures recorded at once (written together, on either store) cross the auto-disable
+/// threshold exactly as one at a time would: the threshold's attempt disables the
+/// integration, those before it stay retrying, it and those after are held as paused.
+async fn failures_recorded_at_once_disable_at_the_threshold(backend: &Backend) {
+    const THRESHOLD: u32 = 4;
+    let (_data, store) = backend.open().await;
+    let mut hook = integration(true);
+    hook.max_in_flight = Some(32);
+    store.create_integration(&hook).await.unwrap();
+    let events: Vec<NewEvent> = (0..10).map(|_| event(&[&hook])).collect();
+    store.insert_events(events).await.unwrap();
+    let now = Timestamp::now();
+    let held = claim(&*store, now, 10).await;
+    assert_eq!(held.len(), 10);
+    let mut writes = tokio::task::JoinSet::new();
+    for d in &held {
+        let (store, lease) = (store.clone(), lease(d));
+        writes.spawn(async move {
+            store
+                .record_attempt(
+                    lease,
+                    attempt(1, DeliveryStatus::Retrying),
+                    retry_at(after(now, 60)),
+                    now,
+                    THRESHOLD,
+                )
+                .await
+                .unwrap()
+        });
+    }
+    let recorded = writes.join_all().await;
+    let count = |status| recorded.iter().filter(|r| r.status == status).count();
+    assert_eq!(
+        recorded.iter().filter(|r| r.integration_disabled).count(),
+        1,
+        "{recorded:?}"
+    );
+    assert_eq!(
+        count(DeliveryStatus::Retrying),
+        THRESHOLD as usize - 1,
+        "{recorded:?}"
+    );
+    assert_eq!(
+        count(DeliveryStatus::Paused),
+        11 - THRESHOLD as usize,
+        "{recorded:?}"
+    );
+    let off = store.integration(SHOP, hook.id).await.unwrap().unwrap();
+    assert!(!off.enabled);
+    assert_eq!(off.consecutive_failures, 10);
+}
+
 async fn outcomes_recorded_at_once_are_each_fenced_and_all_kept(backend: &Backend) {
     let (_data, store) = backend.open().await;
     let hooks = [integration(true), integration(true)].map(|mut hook| {
