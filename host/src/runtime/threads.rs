@@ -22,7 +22,8 @@ pub(crate) struct CallThreads {
 }
 
 impl CallThreads {
-    /// Starts `count` threads; they end when this is dropped.
+    /// Starts `count` threads; they end when this is dropped (never before: a job that
+    /// panics ends, its thread goes on).
     pub(crate) fn start(count: usize) -> std::io::Result<CallThreads> {
         let (jobs, queue) = channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -48,7 +49,9 @@ fn work(queue: &Mutex<Receiver<Job>>) {
     loop {
         let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
         match job {
-            Ok(job) => job(),
+            // A panic ends its call (the caller's answer is dropped, and it is told the call
+            // was lost), not the thread.
+            Ok(job) => drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))),
             Err(_) => break, // the runtime is gone
         }
     }

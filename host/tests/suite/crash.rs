@@ -465,6 +465,7 @@ async fn a_sigkill_with_outcomes_pending_loses_no_event_and_no_recorded_attempt(
                 Instant::now() < deadline,
                 "round {round}: no outcome was ever pending"
             );
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         server.child.kill().unwrap();
         server.child.wait().unwrap();

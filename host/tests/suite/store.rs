@@ -562,9 +562,6 @@ async fn claims_are_fenced_by_their_lease(backend: &Backend) {
     );
 }
 
-/// Many workers record at once (PostgreSQL writes such outcomes together, in one
-/// transaction): every current lease's outcome is kept with its attempt and counted in the
-/// statistics, and a lost lease among them is refused alone.
 /// Failures recorded at once (written together, on either store) cross the auto-disable
 /// threshold exactly as one at a time would: the threshold's attempt disables the
 /// integration, those before it stay retrying, it and those after are held as paused.
@@ -617,6 +614,9 @@ async fn failures_recorded_at_once_disable_at_the_threshold(backend: &Backend) {
     assert_eq!(off.consecutive_failures, 10);
 }
 
+/// Many workers record at once (both stores write such outcomes together, in one transaction
+/// or one sled batch): every current lease's outcome is kept with its attempt and counted in the
+/// statistics, and a lost lease among them is refused alone.
 async fn outcomes_recorded_at_once_are_each_fenced_and_all_kept(backend: &Backend) {
     let (_data, store) = backend.open().await;
     let hooks = [integration(true), integration(true)].map(|mut hook| {

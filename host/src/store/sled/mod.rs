@@ -478,6 +478,7 @@ impl SledStore {
         let mut ended = 0;
         for chunk in open.chunks(CHUNK) {
             let mut w = Writes::default();
+            let mut ended_here = Vec::new();
             for id in chunk {
                 let Some(old) = self.delivery_record(*id)? else {
                     continue;
@@ -488,9 +489,13 @@ impl SledStore {
                 let mut new = old.clone();
                 new.end(reason, now);
                 self.put_delivery(&mut w, Some(&old), &new);
-                ended += 1;
+                ended_here.push(*id);
             }
             self.commit(db, w)?;
+            // An attempt still running for one of them records nothing, even if an admin
+            // queues the delivery again meanwhile.
+            ended += ended_here.len();
+            self.leases.end(ended_here);
         }
         let mut w = Writes::default();
         w.remove(integration_key(&integration.shop, integration.id));

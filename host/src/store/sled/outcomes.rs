@@ -17,10 +17,13 @@
 //! writer (`store/postgres/outcomes.rs`), without a task of its own: sled stores are opened
 //! outside any runtime too (the CLI), so the writer is whichever caller's turn it is.
 //!
-//! A writer whose future is dropped mid-turn (its worker cancelled at shutdown) leaves its
-//! batch's callers an [`StoreError::Unavailable`] answer; their deliveries stay leased and are
-//! sent again, and an outcome that was in fact written is then found recorded (its lease is
-//! gone).
+//! The batch is applied, and its leases ended, before the writer's first `.await`. So a writer
+//! whose future is dropped during the flush (its worker cancelled at shutdown), or whose flush
+//! fails, leaves outcomes that are applied but not known to be on disk: its callers get
+//! [`StoreError::Unavailable`], and when they try again their lease is gone
+//! ([`StoreError::LeaseLost`], which the worker logs as an outcome it could not record). If
+//! the process then dies before sled's next flush, those deliveries are still queued on disk
+//! and are sent again (at-least-once).
 //!
 //! [`Store::record_attempt`]: crate::store::Store::record_attempt
 //! [`GroupCommit`]: super::GroupCommit
