@@ -202,12 +202,7 @@ async fn bench() {
     let server = Server::start(&data, &[("CANOPY_REQUEST_TIMEOUT", "1h")]).await;
     server.webhook(&receiver.url).await;
     receiver.hang(true);
-    let batches: Vec<String> = (0..PENDING / PENDING_BATCH)
-        .map(|_| {
-            let batch: Vec<Value> = (0..PENDING_BATCH).map(|_| event(Uuid::now_v7())).collect();
-            json!({ "events": batch }).to_string()
-        })
-        .collect();
+    let batches = batches(&event, PENDING, PENDING_BATCH);
     let (started, cpu) = (Instant::now(), cpu_time(&server.child.id().to_string()));
     server.ingest_all(batches, 2).await;
     let fill_time = started.elapsed();
@@ -257,6 +252,16 @@ async fn bench() {
     );
 }
 
+/// `events` new events (fresh ids) as ingest request bodies of `size` events each.
+pub(crate) fn batches(event: &impl Fn(Uuid) -> Value, events: usize, size: usize) -> Vec<String> {
+    (0..events / size)
+        .map(|_| {
+            let batch: Vec<Value> = (0..size).map(|_| event(Uuid::now_v7())).collect();
+            json!({ "events": batch }).to_string()
+        })
+        .collect()
+}
+
 /// One round of the throughput phase: the figures, and the server (still running, for the
 /// latency phase).
 struct Throughput {
@@ -301,12 +306,7 @@ async fn throughput(
 
     let server = Server::start(data, &[]).await;
     server.webhook(&receiver.url).await;
-    let batches: Vec<String> = (0..THROUGHPUT_EVENTS / INGEST_BATCH)
-        .map(|_| {
-            let batch: Vec<Value> = (0..INGEST_BATCH).map(|_| event(Uuid::now_v7())).collect();
-            json!({ "events": batch }).to_string()
-        })
-        .collect();
+    let batches = batches(event, THROUGHPUT_EVENTS, INGEST_BATCH);
     receiver.reset();
     let pid = server.child.id().to_string();
     let (server_cpu, client_cpu) = (cpu_time(&pid), cpu_time("self"));

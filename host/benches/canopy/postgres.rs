@@ -18,11 +18,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use serde_json::{Value, json};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::pipeline::{Receiver, Server, forward, ms, offered, percentiles};
+use crate::pipeline::{Receiver, Server, batches, forward, ms, offered, percentiles};
 
 const SERVER_VAR: &str = "CANOPY_BENCH_POSTGRES";
 const EVENTS: usize = 10_000;
@@ -95,12 +94,7 @@ async fn bench(server: &str) {
         }
         servers[0].webhook(&receiver.url).await;
 
-        let batches: Vec<String> = (0..EVENTS / BATCH)
-            .map(|_| {
-                let batch: Vec<Value> = (0..BATCH).map(|_| event(Uuid::now_v7())).collect();
-                json!({ "events": batch }).to_string()
-            })
-            .collect();
+        let batches = batches(&event, EVENTS, BATCH);
         receiver.reset();
         let started = Instant::now();
         let mut clients = JoinSet::new();

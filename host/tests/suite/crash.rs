@@ -28,19 +28,7 @@ async fn a_sigkill_mid_flight_loses_nothing() {
         .await;
 
     let mut server = start(data.path()).await;
-    let client = reqwest::Client::new();
-    let created = client
-        .post(format!("{}/v1/integrations", server.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({
-            "name": "Slow receiver", "plugin": "webhook", "events": ["*"],
-            "settings": {"url": format!("{}/events", receiver.uri())},
-            "secrets": {"webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), StatusCode::CREATED);
+    webhook_to(&server.url, "Slow receiver", &receiver).await;
 
     // Ingest in batches until the process dies under us.
     let ingest_url = format!("{}/v1/events", server.url);
@@ -254,6 +242,22 @@ async fn logs_never_show_a_secret_and_rotate_key_keeps_every_one() {
     server.child.wait().unwrap();
 }
 
+/// Creates a signed webhook integration for every event type, sending to `receiver`.
+async fn webhook_to(server: &str, name: &str, receiver: &MockServer) {
+    let created = reqwest::Client::new()
+        .post(format!("{server}/v1/integrations"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({
+            "name": name, "plugin": "webhook", "events": ["*"],
+            "settings": {"url": format!("{}/events", receiver.uri())},
+            "secrets": {"webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+}
+
 /// Ingests `batches` batches of 5 events into `url`, or fewer if it stops answering; returns
 /// the acknowledged delivery ids.
 async fn ingest_until_down(url: String, batches: usize) -> HashSet<String> {
@@ -299,18 +303,7 @@ async fn repeated_sigkills_at_different_moments_lose_nothing() {
     for (round, more) in [1usize, 13, 29].into_iter().enumerate() {
         let mut server = start(data.path()).await;
         if round == 0 {
-            let created = reqwest::Client::new()
-                .post(format!("{}/v1/integrations", server.url))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&json!({
-                    "name": "Receiver", "plugin": "webhook", "events": ["*"],
-                    "settings": {"url": format!("{}/events", receiver.uri())},
-                    "secrets": {"webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
-                }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(created.status(), StatusCode::CREATED);
+            webhook_to(&server.url, "Receiver", &receiver).await;
         }
         let ingesting = tokio::spawn(ingest_until_down(format!("{}/v1/events", server.url), 200));
         let target = seen_ids(&receiver).await.len() + more;
@@ -436,18 +429,7 @@ async fn a_sigkill_with_outcomes_pending_loses_no_event_and_no_recorded_attempt(
     for round in 0..KILLS {
         let mut server = start(round, &mut logs).await;
         if round == 0 {
-            let created = client
-                .post(format!("{}/v1/integrations", server.url))
-                .bearer_auth(ADMIN_TOKEN)
-                .json(&json!({
-                    "name": "Receiver", "plugin": "webhook", "events": ["*"],
-                    "settings": {"url": format!("{}/events", receiver.uri())},
-                    "secrets": {"webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
-                }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(created.status(), StatusCode::CREATED);
+            webhook_to(&server.url, "Receiver", &receiver).await;
         }
         // A backlog, all of it acknowledged before the kill: no ingest flush comes after, so
         // outcomes are durable only if their own writes made them so.

@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use canopy::runtime::{Plugin, PluginConfig, PluginError, PluginResponse, Runtime, Scope, Verdict};
+use canopy::runtime::{Plugin, PluginConfig, PluginError, Runtime, Scope, Verdict};
 use canopy_events::EventKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -22,7 +22,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::harness::{Canopy, header, received, sample};
-use crate::server_limits;
+use crate::{server_limits, verdict};
 
 const BRAZE_KEY: &str = "braze-rest-key-0123456789abcdef";
 
@@ -76,24 +76,6 @@ fn config(settings: Value, secrets: &[&str]) -> PluginConfig {
         settings,
         secrets_present: secrets.iter().map(|s| (*s).to_owned()).collect(),
     }
-}
-
-/// What `plugin` makes of an answer with this status, these headers and this body.
-fn verdict(plugin: &Plugin, status: u16, headers: &[(&str, &str)], body: &str) -> Verdict {
-    plugin
-        .interpret(
-            Scope::Fresh,
-            &PluginResponse {
-                status,
-                headers: headers
-                    .iter()
-                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                    .collect(),
-                body: body.as_bytes().to_vec(),
-            },
-        )
-        .expect("the call succeeds")
-        .value
 }
 
 /// `canopy plugin test`'s run over a project's `tests/` (its settings, every secret the

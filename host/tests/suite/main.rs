@@ -24,7 +24,7 @@ mod ui;
 
 use std::sync::Arc;
 
-use canopy::runtime::{Limits, Plugin, PluginConfig, Runtime};
+use canopy::runtime::{Limits, Plugin, PluginConfig, PluginResponse, Runtime, Scope, Verdict};
 use serde_json::json;
 
 /// Limits small enough that hostile plugins fail fast, large enough for real work; fuel is
@@ -88,4 +88,22 @@ pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+/// What `plugin` makes of an answer with this status, these headers and this body.
+pub fn verdict(plugin: &Plugin, status: u16, headers: &[(&str, &str)], body: &str) -> Verdict {
+    plugin
+        .interpret(
+            Scope::Fresh,
+            &PluginResponse {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: body.as_bytes().to_vec(),
+            },
+        )
+        .expect("the call succeeds")
+        .value
 }

@@ -185,15 +185,7 @@ fn interpret_maps_responses_to_verdicts() {
     let runtime = runtime();
     let plugin = load(&runtime, TEMPLATE);
     let verdict = |status: u16, headers: &[(&str, &str)], body: &str| {
-        let response = PluginResponse {
-            status,
-            headers: headers
-                .iter()
-                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
-                .collect(),
-            body: body.as_bytes().to_vec(),
-        };
-        plugin.interpret(Scope::Fresh, &response).unwrap().value
+        crate::verdict(&plugin, status, headers, body)
     };
     assert_eq!(verdict(202, &[], ""), Verdict::Delivered);
     assert_eq!(

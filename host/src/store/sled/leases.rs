@@ -38,6 +38,8 @@ pub(super) struct Leases {
 pub(super) struct InFlight {
     pub by_integration: HashMap<Uuid, u32>,
     pub deliveries: HashSet<Uuid>,
+    /// The earliest end among these leases: when their work is due again.
+    pub next_end: Option<Timestamp>,
 }
 
 impl InFlight {
@@ -98,17 +100,9 @@ impl Leases {
                 .entry(held.integration)
                 .or_default() += 1;
             in_flight.deliveries.insert(*id);
+            in_flight.next_end = Some(in_flight.next_end.map_or(held.until, |n| n.min(held.until)));
         }
         in_flight
-    }
-
-    /// The earliest end of a lease that has not expired at `now`: when its work is due again.
-    pub(super) fn next_end(&self, now: Timestamp) -> Option<Timestamp> {
-        self.map()
-            .values()
-            .map(|held| held.until)
-            .filter(|until| *until > now)
-            .min()
     }
 
     /// `delivery` as a reader sees it: with its lease, if a worker holds it.

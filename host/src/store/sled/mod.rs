@@ -933,11 +933,11 @@ impl Store for SledStore {
         let later = |next_at: &mut Option<Timestamp>, at: Timestamp| {
             *next_at = Some(next_at.map_or(at, |n| n.min(at)));
         };
+        let in_flight = self.leases.in_flight(now);
         // Held work is due again when its lease ends (unless its attempt is recorded first).
-        if let Some(at) = self.leases.next_end(now) {
+        if let Some(at) = in_flight.next_end {
             later(&mut next_at, at);
         }
-        let in_flight = self.leases.in_flight(now);
 
         // The integrations with due work, by shop, each with what its cap leaves room for.
         let mut shops: BTreeMap<String, Vec<Lane<(Vec<u8>, Uuid, String)>>> = BTreeMap::new();
