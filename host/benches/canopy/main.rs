@@ -7,11 +7,14 @@
 //!   beside the same with that destination healthy (see `fairness.rs`);
 //! - `transform`: each plugin's per-event transform cost in Wasm versus native;
 //! - `postgres`: the same workload on sled and on PostgreSQL with 1, 2 and 3 nodes, and
-//!   `migrate-store`'s speed (see `postgres.rs`).
+//!   `migrate-store`'s speed (see `postgres.rs`);
+//! - `engines`: the sled store's write pattern on sled and on the embedded engines that could
+//!   replace it (see `engines.rs`).
 //!
-//! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`, `fairness`, `postgres`)
-//! runs one part.
+//! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`, `fairness`, `postgres`,
+//! `engines`) runs one part.
 
+mod engines;
 mod fairness;
 mod pipeline;
 mod postgres;
@@ -26,8 +29,8 @@ fn main() {
     let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     for part in &parts {
         assert!(
-            ["pipeline", "fairness", "transform", "postgres"].contains(&part.as_str()),
-            "unknown part `{part}`: pipeline, fairness, transform or postgres"
+            ["pipeline", "fairness", "transform", "postgres", "engines"].contains(&part.as_str()),
+            "unknown part `{part}`: pipeline, fairness, transform, postgres or engines"
         );
     }
     println!("{}", machine());
@@ -42,6 +45,9 @@ fn main() {
     }
     if wanted("postgres") {
         postgres::run();
+    }
+    if wanted("engines") {
+        engines::run();
     }
 }
 
