@@ -467,96 +467,121 @@ impl PgStore {
         Ok(days)
     }
 
-    /// Stores an event with its deliveries; `false` (nothing written) when its id is stored.
-    async fn insert_event(tx: &mut Tx, new: &NewEvent, day: i32) -> Result<bool, StoreError> {
-        let id = new.record.id;
-        // Serialises writers of the same id across nodes (the id is unique per day's partition
-        // only, so the check is the lock's).
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-        let exists = sqlx::query("SELECT 1 FROM events WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if exists.is_some() {
-            return Ok(false);
-        }
+    /// Stores events known to be new (each under its day), with their deliveries and queue
+    /// rows: one statement per table, whatever the batch's size.
+    async fn insert_new_events(tx: &mut Tx, events: &[(NewEvent, i32)]) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO events (id, day, shop, received_at, record, json) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO events (id, day, shop, received_at, record, json) \
+             SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::bigint[], \
+               $5::text[], $6::text[])",
         )
-        .bind(id)
-        .bind(day)
-        .bind(&new.record.shop)
-        .bind(ms(new.record.received_at))
-        .bind(encode(&new.record))
-        .bind(&new.json)
+        .bind(events.iter().map(|(e, _)| e.record.id).collect::<Vec<_>>())
+        .bind(events.iter().map(|(_, day)| *day).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|(e, _)| e.record.shop.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|(e, _)| ms(e.record.received_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|(e, _)| encode(&e.record))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|(e, _)| e.json.clone())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **tx)
         .await?;
-        for d in &new.deliveries {
-            Self::insert_delivery(tx, d, day).await?;
+        let deliveries: Vec<(&Delivery, i32)> = events
+            .iter()
+            .flat_map(|(e, day)| e.deliveries.iter().map(move |d| (d, *day)))
+            .collect();
+        if deliveries.is_empty() {
+            return Ok(());
         }
-        Ok(true)
+        let column = |f: fn(&Delivery) -> Option<String>| -> Vec<Option<String>> {
+            deliveries.iter().map(|(d, _)| f(d)).collect()
+        };
+        sqlx::query(
+            "INSERT INTO deliveries (id, day, shop, event_id, integration_id, event, status, \
+               customer_email, customer_name, record) \
+             SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::uuid[], $5::uuid[], \
+               $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])",
+        )
+        .bind(deliveries.iter().map(|(d, _)| d.id).collect::<Vec<_>>())
+        .bind(deliveries.iter().map(|(_, day)| *day).collect::<Vec<_>>())
+        .bind(column(|d| Some(d.shop.clone())))
+        .bind(
+            deliveries
+                .iter()
+                .map(|(d, _)| d.event_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deliveries
+                .iter()
+                .map(|(d, _)| d.integration_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(|d| Some(d.event.clone())))
+        .bind(column(|d| Some(d.status.as_str().to_owned())))
+        .bind(column(|d| d.customer_email.clone()))
+        .bind(column(|d| d.customer_name.clone()))
+        .bind(column(|d| Some(encode(d))))
+        .execute(&mut **tx)
+        .await?;
+        let open: Vec<(&Delivery, i32)> = deliveries
+            .into_iter()
+            .filter(|(d, _)| d.is_open())
+            .collect();
+        Self::queue_rows(tx, &open).await
     }
 
-    /// Records an attempt of a leased delivery inside `tx` (see [`Store::record_attempt`]):
-    /// [`StoreError::LeaseLost`] before anything is written when `lease` is not its own.
-    async fn record_in(
-        tx: &mut Tx,
-        lease: &Lease,
-        attempt: &Attempt,
-        outcome: &Outcome,
-        now: Timestamp,
-        auto_disable_after: u32,
-    ) -> Result<Recorded, StoreError> {
-        let (mut d, day) = Self::leased(tx, lease).await?;
-        let mut outcome = outcome.clone();
-        let mut integration_disabled = false;
-        if let Some(mut integration) = Self::integration_for_update(tx, d.integration_id).await? {
-            let applied = outcome.apply_to(&mut integration, auto_disable_after, now);
-            (outcome, integration_disabled) = (applied.outcome, applied.disabled);
-            if applied.changed {
-                Self::put_integration(tx, &integration).await?;
-            }
+    /// Puts open deliveries in the queue at their due time (or moves them there), one
+    /// statement for all: what [`PgStore::put_queue`] does for one.
+    async fn queue_rows(tx: &mut Tx, open: &[(&Delivery, i32)]) -> Result<(), StoreError> {
+        if open.is_empty() {
+            return Ok(());
         }
-        let bucket = stats_bucket(now);
-        let row = sqlx::query(
-            "SELECT record FROM stats WHERE integration_id = $1 AND bucket = $2 FOR UPDATE",
+        sqlx::query(
+            "INSERT INTO queue (delivery_id, day, shop, integration_id, due_at, lease_until) \
+             SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::uuid[], \
+               $5::bigint[], $6::bigint[]) \
+             ON CONFLICT (delivery_id) DO UPDATE SET day = EXCLUDED.day, \
+               due_at = EXCLUDED.due_at, lease_until = EXCLUDED.lease_until",
         )
-        .bind(d.integration_id)
-        .bind(ms(bucket))
-        .fetch_optional(&mut **tx)
+        .bind(open.iter().map(|(d, _)| d.id).collect::<Vec<_>>())
+        .bind(open.iter().map(|(_, day)| *day).collect::<Vec<_>>())
+        .bind(open.iter().map(|(d, _)| d.shop.clone()).collect::<Vec<_>>())
+        .bind(
+            open.iter()
+                .map(|(d, _)| d.integration_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            open.iter()
+                .map(|(d, _)| d.queue_time().map(ms))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            open.iter()
+                .map(|(d, _)| d.lease_until.map(ms))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
         .await?;
-        let mut stats: AttemptStats = match row {
-            Some(r) => decode(r.get::<&str, _>(0), "statistics")?,
-            None => AttemptStats::default(),
-        };
-        stats.add(outcome.signal, attempt.duration_ms);
-        Self::put_stats(tx, d.integration_id, bucket, &stats).await?;
-        if outcome.signal != Signal::Neutral {
-            let row = sqlx::query(
-                "SELECT record FROM last_outcomes WHERE integration_id = $1 FOR UPDATE",
-            )
-            .bind(d.integration_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-            let mut last: LastOutcomes = match row {
-                Some(r) => decode(r.get::<&str, _>(0), "last outcomes")?,
-                None => LastOutcomes::default(),
-            };
-            last.observe(outcome.signal, now);
-            Self::put_last(tx, d.integration_id, &last).await?;
-        }
-        let mut attempt = attempt.clone();
-        attempt.outcome = outcome.status;
-        d.record(&attempt, outcome, now);
-        Self::insert_attempt(tx, d.id, &attempt, day).await?;
-        Self::put_delivery(tx, &d, day).await?;
-        Ok(Recorded {
-            status: d.status,
-            integration_disabled,
-        })
+        Ok(())
     }
 
     /// Stores an attempt of a delivery, under the delivery's day.
@@ -865,35 +890,48 @@ impl Store for PgStore {
         self.ensure_days(events.iter().map(|e| day_of(e.record.received_at)))
             .await?;
         let mut tx = self.begin().await?;
+        // Writers of the same ids serialised across nodes (an id is unique per day's
+        // partition only, so the check below is the locks'), taken in id order.
+        let mut ids: Vec<Uuid> = events.iter().map(|e| e.record.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(id::text, 0)) \
+             FROM unnest($1::uuid[]) AS id ORDER BY id",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+        let mut stored: HashMap<Uuid, EventRecord> = HashMap::new();
+        for row in sqlx::query("SELECT id, record FROM events WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            stored.insert(row.get(0), decode(row.get::<&str, _>(1), "event")?);
+        }
         let mut results = Vec::with_capacity(events.len());
-        let mut in_batch: HashMap<Uuid, EventRecord> = HashMap::new();
-        let mut any = false;
+        let mut new_events: Vec<(NewEvent, i32)> = Vec::new();
         for new in events {
             let id = new.record.id;
-            if let Some(record) = in_batch.get(&id) {
+            if let Some(record) = stored.get(&id) {
                 results.push(Ingested {
                     record: record.clone(),
                     duplicate: true,
                 });
                 continue;
             }
-            if Self::insert_event(&mut tx, &new, day_of(new.record.received_at)).await? {
-                any = true;
-                in_batch.insert(id, new.record.clone());
-                results.push(Ingested {
-                    record: new.record,
-                    duplicate: false,
-                });
-            } else {
-                let row = sqlx::query("SELECT record FROM events WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                results.push(Ingested {
-                    record: decode(row.get::<&str, _>(0), "event")?,
-                    duplicate: true,
-                });
-            }
+            stored.insert(id, new.record.clone());
+            results.push(Ingested {
+                record: new.record.clone(),
+                duplicate: false,
+            });
+            let day = day_of(new.record.received_at);
+            new_events.push((new, day));
+        }
+        let any = !new_events.is_empty();
+        if any {
+            Self::insert_new_events(&mut tx, &new_events).await?;
         }
         if any {
             Self::notify_work(&mut tx).await?;

@@ -8,9 +8,11 @@
 //!
 //! Each outcome is fenced on its own ([`StoreError::LeaseLost`] for that one, nothing written
 //! for it, the others recorded). A batch first locks the integrations of its deliveries in id
-//! order, then records its outcomes in delivery-id order, so that two nodes' batches (and a
-//! claim, which locks integrations in id order too) take the rows they share in the same
-//! order. When a batch fails for a reason one outcome can cause (a record that does not
+//! order, then its deliveries in id order, so that two nodes' batches (and a claim, which
+//! locks integrations in id order too) take the rows they share in the same order. The
+//! outcomes are then folded in memory, in delivery-id order, and each table is written with
+//! one statement: about a dozen statements per batch whatever its size, where one outcome
+//! after another took eight or nine each (docs/PERFORMANCE.md, cluster mode). When a batch fails for a reason one outcome can cause (a record that does not
 //! decode, a statement refused), its outcomes are written again one by one, so that the bad
 //! one fails alone; when the database is out of reach, or a commit was not confirmed, every
 //! outcome of the batch gets the error at once (the worker waits for the store and tries
@@ -18,11 +20,14 @@
 //!
 //! [`Store::record_attempt`]: crate::store::Store::record_attempt
 
+use std::collections::{HashMap, HashSet};
+
+use sqlx::Row;
 use sqlx::postgres::PgPool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{PgStore, decode, encode, ms};
 use crate::model::*;
 use crate::store::StoreError;
 
@@ -100,38 +105,249 @@ impl Failed {
 }
 
 /// Writes `batch` (sorted by delivery id) in one transaction: each outcome's result.
+///
+/// A fixed number of statements whatever the batch's size, as the embedded store does it
+/// (`store/sled/outcomes.rs`): the rows it touches are read and locked once (integrations,
+/// then deliveries, in id order), the outcomes are folded in memory in the batch's order with
+/// the model's functions, and each table is written with one statement.
 async fn write(
     pool: &PgPool,
     batch: &[Pending],
 ) -> Result<Vec<Result<Recorded, StoreError>>, Failed> {
-    let mut tx = pool.begin().await.map_err(|e| Failed::Before(e.into()))?;
-    let deliveries: Vec<Uuid> = batch.iter().map(|p| p.lease.delivery).collect();
-    sqlx::query(
-        "SELECT id FROM integrations WHERE id IN \
+    let before = |e: sqlx::Error| Failed::Before(e.into());
+    let mut tx = pool.begin().await.map_err(before)?;
+    let ids: Vec<Uuid> = batch.iter().map(|p| p.lease.delivery).collect();
+    let mut integrations: HashMap<Uuid, (Integration, bool)> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT id, record FROM integrations WHERE id IN \
            (SELECT integration_id FROM deliveries WHERE id = ANY($1)) \
          ORDER BY id FOR UPDATE",
     )
-    .bind(&deliveries)
+    .bind(&ids)
     .fetch_all(&mut *tx)
     .await
-    .map_err(|e| Failed::Before(e.into()))?;
+    .map_err(before)?
+    {
+        let integration = decode(row.get::<&str, _>(1), "integration").map_err(Failed::Before)?;
+        integrations.insert(row.get::<Uuid, _>(0), (integration, false));
+    }
+    let mut deliveries: HashMap<Uuid, (Delivery, i32)> = HashMap::new();
+    for row in
+        sqlx::query("SELECT record, day FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(before)?
+    {
+        let delivery: Delivery =
+            decode(row.get::<&str, _>(0), "delivery").map_err(Failed::Before)?;
+        deliveries.insert(delivery.id, (delivery, row.get::<i32, _>(1)));
+    }
+    // Statistics buckets and last outcomes of the integrations these deliveries belong to.
+    let owners: Vec<Uuid> = {
+        let mut owners: Vec<Uuid> = deliveries.values().map(|(d, _)| d.integration_id).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        owners
+    };
+    let buckets: Vec<i64> = {
+        let mut buckets: Vec<i64> = batch.iter().map(|p| ms(stats_bucket(p.now))).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        buckets
+    };
+    let mut stats: HashMap<(Uuid, i64), AttemptStats> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT integration_id, bucket, record FROM stats \
+         WHERE integration_id = ANY($1) AND bucket = ANY($2) FOR UPDATE",
+    )
+    .bind(&owners)
+    .bind(&buckets)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(before)?
+    {
+        let bucket = decode(row.get::<&str, _>(2), "statistics").map_err(Failed::Before)?;
+        stats.insert((row.get::<Uuid, _>(0), row.get::<i64, _>(1)), bucket);
+    }
+    let mut lasts: HashMap<Uuid, LastOutcomes> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT integration_id, record FROM last_outcomes WHERE integration_id = ANY($1) FOR UPDATE",
+    )
+    .bind(&owners)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(before)?
+    {
+        let last = decode(row.get::<&str, _>(1), "last outcomes").map_err(Failed::Before)?;
+        lasts.insert(row.get::<Uuid, _>(0), last);
+    }
+
+    // Folded in the batch's order, as one outcome after another would be.
+    let mut recorded: Vec<(Delivery, i32, Attempt)> = Vec::with_capacity(batch.len());
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut stats_touched: Vec<(Uuid, i64)> = Vec::new();
+    let mut lasts_touched: Vec<Uuid> = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     for p in batch {
-        let recorded = PgStore::record_in(
-            &mut tx,
-            &p.lease,
-            &p.attempt,
-            &p.outcome,
-            p.now,
-            p.auto_disable_after,
-        )
-        .await;
-        match recorded {
-            // Found before anything of it was written: the others go on.
-            Err(StoreError::LeaseLost(id)) => results.push(Err(StoreError::LeaseLost(id))),
-            Err(other) => return Err(Failed::Before(other)),
-            Ok(recorded) => results.push(Ok(recorded)),
+        let id = p.lease.delivery;
+        // Each delivery at most once per batch: a second outcome for it is no longer under
+        // its lease.
+        let held = match seen.insert(id) {
+            false => None,
+            true => deliveries.get(&id).filter(|(d, _)| d.holds(&p.lease)),
+        };
+        let Some((old, day)) = held else {
+            results.push(Err(StoreError::LeaseLost(id)));
+            continue;
+        };
+        let (mut d, day) = (old.clone(), *day);
+        let mut outcome = p.outcome.clone();
+        let mut integration_disabled = false;
+        if let Some((integration, changed)) = integrations.get_mut(&d.integration_id) {
+            let applied = outcome.apply_to(integration, p.auto_disable_after, p.now);
+            (outcome, integration_disabled) = (applied.outcome, applied.disabled);
+            *changed |= applied.changed;
         }
+        let bucket = (d.integration_id, ms(stats_bucket(p.now)));
+        if !stats_touched.contains(&bucket) {
+            stats_touched.push(bucket);
+        }
+        stats
+            .entry(bucket)
+            .or_default()
+            .add(outcome.signal, p.attempt.duration_ms);
+        if outcome.signal != Signal::Neutral {
+            if !lasts_touched.contains(&d.integration_id) {
+                lasts_touched.push(d.integration_id);
+            }
+            lasts
+                .entry(d.integration_id)
+                .or_default()
+                .observe(outcome.signal, p.now);
+        }
+        let mut attempt = p.attempt.clone();
+        attempt.outcome = outcome.status;
+        d.record(&attempt, outcome, p.now);
+        results.push(Ok(Recorded {
+            status: d.status,
+            integration_disabled,
+        }));
+        recorded.push((d, day, attempt));
+    }
+
+    let changed: Vec<&Integration> = integrations
+        .values()
+        .filter(|(_, changed)| *changed)
+        .map(|(integration, _)| integration)
+        .collect();
+    if !changed.is_empty() {
+        sqlx::query(
+            "UPDATE integrations i SET record = u.record \
+             FROM unnest($1::uuid[], $2::text[]) AS u(id, record) WHERE i.id = u.id",
+        )
+        .bind(changed.iter().map(|i| i.id).collect::<Vec<_>>())
+        .bind(changed.iter().copied().map(encode).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .map_err(before)?;
+    }
+    if !stats_touched.is_empty() {
+        sqlx::query(
+            "INSERT INTO stats (integration_id, bucket, record) \
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[]) \
+             ON CONFLICT (integration_id, bucket) DO UPDATE SET record = EXCLUDED.record",
+        )
+        .bind(stats_touched.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+        .bind(stats_touched.iter().map(|(_, b)| *b).collect::<Vec<_>>())
+        .bind(
+            stats_touched
+                .iter()
+                .map(|k| encode(&stats[k]))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(before)?;
+    }
+    if !lasts_touched.is_empty() {
+        sqlx::query(
+            "INSERT INTO last_outcomes (integration_id, record) \
+             SELECT * FROM unnest($1::uuid[], $2::text[]) \
+             ON CONFLICT (integration_id) DO UPDATE SET record = EXCLUDED.record",
+        )
+        .bind(&lasts_touched)
+        .bind(
+            lasts_touched
+                .iter()
+                .map(|i| encode(&lasts[i]))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(before)?;
+    }
+    if !recorded.is_empty() {
+        let ids: Vec<Uuid> = recorded.iter().map(|(d, _, _)| d.id).collect();
+        let days: Vec<i32> = recorded.iter().map(|(_, day, _)| *day).collect();
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, number, day, record) \
+             SELECT * FROM unnest($1::uuid[], $2::integer[], $3::integer[], $4::text[])",
+        )
+        .bind(&ids)
+        .bind(
+            recorded
+                .iter()
+                .map(|(_, _, a)| a.number as i32)
+                .collect::<Vec<_>>(),
+        )
+        .bind(&days)
+        .bind(
+            recorded
+                .iter()
+                .map(|(_, _, a)| encode(a))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(before)?;
+        sqlx::query(
+            "UPDATE deliveries d SET status = u.status, record = u.record \
+             FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[]) \
+               AS u(id, day, status, record) \
+             WHERE d.id = u.id AND d.day = u.day",
+        )
+        .bind(&ids)
+        .bind(&days)
+        .bind(
+            recorded
+                .iter()
+                .map(|(d, _, _)| d.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            recorded
+                .iter()
+                .map(|(d, _, _)| encode(d))
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(before)?;
+        // The queue, as `PgStore::put_queue` keeps it: open deliveries at their due time,
+        // the others out of it.
+        let (open, closed): (Vec<_>, Vec<_>) = recorded.iter().partition(|(d, _, _)| d.is_open());
+        if !closed.is_empty() {
+            sqlx::query("DELETE FROM queue WHERE delivery_id = ANY($1)")
+                .bind(closed.iter().map(|(d, _, _)| d.id).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await
+                .map_err(before)?;
+        }
+        let open: Vec<(&Delivery, i32)> = open.iter().map(|(d, day, _)| (d, *day)).collect();
+        PgStore::queue_rows(&mut tx, &open)
+            .await
+            .map_err(Failed::Before)?;
     }
     tx.commit().await.map_err(|e| Failed::Commit(e.into()))?;
     Ok(results)
