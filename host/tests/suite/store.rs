@@ -616,7 +616,8 @@ async fn failures_recorded_at_once_disable_at_the_threshold(backend: &Backend) {
 
 /// Many workers record at once (both stores write such outcomes together, in one transaction
 /// or one sled batch): every current lease's outcome is kept with its attempt and counted in the
-/// statistics, and a lost lease among them is refused alone.
+/// statistics, and a lost lease among them is refused alone, whether its outcome comes before
+/// or after the current holder's.
 async fn outcomes_recorded_at_once_are_each_fenced_and_all_kept(backend: &Backend) {
     let (_data, store) = backend.open().await;
     let hooks = [integration(true), integration(true)].map(|mut hook| {
@@ -629,18 +630,24 @@ async fn outcomes_recorded_at_once_are_each_fenced_and_all_kept(backend: &Backen
     let events: Vec<NewEvent> = (0..20).map(|_| event(&[&hooks[0], &hooks[1]])).collect();
     store.insert_events(events).await.unwrap();
     let t0 = Timestamp::now();
+    // Half of them claimed under leases that expire, then taken over by new claims.
     let stale = store
-        .claim_due(t0, 1, after(t0, 1), &AdmitAll)
+        .claim_due(t0, 20, after(t0, 1), &AdmitAll)
         .await
         .unwrap()
         .claimed;
+    assert_eq!(stale.len(), 20);
     let t1 = after(t0, 2);
     let held = claim(&*store, t1, 40).await;
     assert_eq!(held.len(), 40);
-    assert!(held.iter().any(|d| d.id == stale[0].id), "taken over");
+    assert!(
+        stale.iter().all(|s| held.iter().any(|d| d.id == s.id)),
+        "taken over"
+    );
+    let stale_leases: Vec<Lease> = stale.iter().map(lease).collect();
 
     let mut writes = tokio::task::JoinSet::new();
-    for d in held.iter().chain(&stale) {
+    for d in stale.iter().chain(&held).chain(&stale) {
         let (store, lease) = (store.clone(), lease(d));
         writes.spawn(async move {
             let result = store
@@ -657,7 +664,7 @@ async fn outcomes_recorded_at_once_are_each_fenced_and_all_kept(backend: &Backen
     }
     let results = writes.join_all().await;
     for (lease, result) in &results {
-        if *lease == self::lease(&stale[0]) {
+        if stale_leases.contains(lease) {
             assert!(
                 matches!(result, Err(StoreError::LeaseLost(id)) if *id == lease.delivery),
                 "{result:?}"

@@ -148,7 +148,8 @@ pub(super) async fn claim_due(
     if !chosen.is_empty() {
         let (ids, days): (Vec<Uuid>, Vec<i32>) = chosen.iter().copied().unzip();
         let rows = sqlx::query(
-            "SELECT record, day FROM deliveries WHERE id = ANY($1) AND day = ANY($2) FOR UPDATE",
+            "SELECT record, day FROM deliveries WHERE id = ANY($1) AND day = ANY($2) \
+             ORDER BY id FOR UPDATE",
         )
         .bind(&ids)
         .bind(&days)

@@ -143,26 +143,28 @@ async fn write(
             decode(row.get::<&str, _>(0), "delivery").map_err(Failed::Before)?;
         deliveries.insert(delivery.id, (delivery, row.get::<i32, _>(1)));
     }
-    // Statistics buckets and last outcomes of the integrations these deliveries belong to.
-    let owners: Vec<Uuid> = {
-        let mut owners: Vec<Uuid> = deliveries.values().map(|(d, _)| d.integration_id).collect();
-        owners.sort_unstable();
-        owners.dedup();
-        owners
-    };
-    let buckets: Vec<i64> = {
-        let mut buckets: Vec<i64> = batch.iter().map(|p| ms(stats_bucket(p.now))).collect();
-        buckets.sort_unstable();
-        buckets.dedup();
-        buckets
-    };
+    // The statistics buckets the outcomes fall in, and the last outcomes of their
+    // integrations.
+    let mut pairs: Vec<(Uuid, i64)> = batch
+        .iter()
+        .filter_map(|p| {
+            let (d, _) = deliveries.get(&p.lease.delivery)?;
+            Some((d.integration_id, ms(stats_bucket(p.now))))
+        })
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut owners: Vec<Uuid> = pairs.iter().map(|(i, _)| *i).collect();
+    owners.dedup();
     let mut stats: HashMap<(Uuid, i64), AttemptStats> = HashMap::new();
     for row in sqlx::query(
-        "SELECT integration_id, bucket, record FROM stats \
-         WHERE integration_id = ANY($1) AND bucket = ANY($2) FOR UPDATE",
+        "SELECT s.integration_id, s.bucket, s.record FROM stats s \
+         JOIN unnest($1::uuid[], $2::bigint[]) AS u(integration_id, bucket) \
+           ON s.integration_id = u.integration_id AND s.bucket = u.bucket \
+         FOR UPDATE OF s",
     )
-    .bind(&owners)
-    .bind(&buckets)
+    .bind(pairs.iter().map(|(i, _)| *i).collect::<Vec<_>>())
+    .bind(pairs.iter().map(|(_, b)| *b).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await
     .map_err(before)?
@@ -185,17 +187,18 @@ async fn write(
 
     // Folded in the batch's order, as one outcome after another would be.
     let mut recorded: Vec<(Delivery, i32, Attempt)> = Vec::with_capacity(batch.len());
-    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut recorded_ids: HashSet<Uuid> = HashSet::new();
     let mut stats_touched: Vec<(Uuid, i64)> = Vec::new();
     let mut lasts_touched: Vec<Uuid> = Vec::new();
     let mut results = Vec::with_capacity(batch.len());
     for p in batch {
         let id = p.lease.delivery;
-        // Each delivery at most once per batch: a second outcome for it is no longer under
-        // its lease.
-        let held = match seen.insert(id) {
-            false => None,
-            true => deliveries.get(&id).filter(|(d, _)| d.holds(&p.lease)),
+        // Each delivery recorded at most once per batch: once an outcome of it is recorded,
+        // a later one is no longer under its lease (one whose lease was lost records
+        // nothing, and the next may still hold it).
+        let held = match recorded_ids.contains(&id) {
+            true => None,
+            false => deliveries.get(&id).filter(|(d, _)| d.holds(&p.lease)),
         };
         let Some((old, day)) = held else {
             results.push(Err(StoreError::LeaseLost(id)));
@@ -233,6 +236,7 @@ async fn write(
             status: d.status,
             integration_disabled,
         }));
+        recorded_ids.insert(id);
         recorded.push((d, day, attempt));
     }
 
