@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 pub(crate) struct CallThreads {
-    jobs: Mutex<Sender<Job>>,
+    /// Shared by every caller (a `Sender` is `Sync`); the threads share the receiving end.
+    jobs: Sender<Job>,
 }
 
 impl CallThreads {
@@ -33,15 +34,12 @@ impl CallThreads {
                 .name(format!("canopy-plugin-{n}"))
                 .spawn(move || work(&queue))?;
         }
-        Ok(CallThreads {
-            jobs: Mutex::new(jobs),
-        })
+        Ok(CallThreads { jobs })
     }
 
     /// Queues `job`; gives it back if the threads are gone.
     pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.send(job).map_err(|refused| refused.0)
+        self.jobs.send(job).map_err(|refused| refused.0)
     }
 }
 
