@@ -40,7 +40,8 @@ pub enum Command {
     /// Re-encrypt every stored secret under a new master key (stop the server first).
     RotateKey(RotateKey),
     /// Move an install from its data directory (the embedded store) into an empty
-    /// PostgreSQL database, then check the counts (stop the server first).
+    /// PostgreSQL database, or onto the other embedded engine, then check the counts (stop
+    /// the server first).
     MigrateStore(MigrateStore),
 }
 
@@ -49,8 +50,9 @@ pub struct MigrateStore {
     /// The data directory to move (the server's `--data-dir`); it is only read.
     #[arg(long)]
     pub from: PathBuf,
-    /// The PostgreSQL database to move into (`postgres://user:password@host/db`); it must
-    /// hold no data yet.
+    /// The PostgreSQL database to move into (`postgres://user:password@host/db`), which must
+    /// hold no data yet; or `redb` / `sled` to move the data directory's store onto that
+    /// embedded engine, in place (the old engine's files are kept aside).
     #[arg(long, env = "CANOPY_STORE", hide_env_values = true, value_parser = crate::config::secret)]
     pub to: crate::crypto::secret::SecretValue,
 }
@@ -241,8 +243,23 @@ fn migrate_store(args: MigrateStore) -> Result<String, String> {
         }
     }
     let to = args.to.expose();
+    if let Some(engine) = crate::store::EngineKind::parse(to) {
+        let moved = crate::app::migrate_store::move_engine(&args.from, engine)
+            .map_err(|e| e.to_string())?;
+        return Ok(format!(
+            "moved the store of {} from {} to {}: {}, {} keys; the counts match. The {} files \
+             are kept in {}: remove them once the server runs well.",
+            args.from.display(),
+            moved.from,
+            moved.to,
+            moved.counts,
+            moved.keys,
+            moved.from,
+            moved.backup.display()
+        ));
+    }
     if !crate::app::is_postgres(to) {
-        return Err("--to must be a PostgreSQL URL (postgres://…)".into());
+        return Err("--to must be `redb`, `sled` or a PostgreSQL URL (postgres://…)".into());
     }
     let bar = indicatif::ProgressBar::new(0).with_style(
         indicatif::ProgressStyle::with_template(

@@ -24,9 +24,10 @@ pub struct Config {
     #[arg(long, env = "CANOPY_DATA_DIR", default_value = "canopy-data")]
     pub data_dir: PathBuf,
 
-    /// The store: unset for the embedded store in the data directory, or a PostgreSQL URL
-    /// (`postgres://user:password@host/db`) for several nodes on one database (README,
-    /// "Cluster mode"). With PostgreSQL, the admin and ingest tokens must be set (every node
+    /// The store: unset for the embedded store in the data directory (on the engine the
+    /// directory holds; redb when it is new), `redb` or `sled` to ask for that engine, or a
+    /// PostgreSQL URL (`postgres://user:password@host/db`) for several nodes on one database
+    /// (README, "Cluster mode"). With PostgreSQL, the admin and ingest tokens must be set (every node
     /// needs the same ones).
     #[arg(long, env = "CANOPY_STORE", hide_env_values = true, value_parser = secret)]
     pub store: Option<SecretValue>,

@@ -6,10 +6,10 @@
 //! - `fairness`: one shop's events while another shop's destination hangs or is throttled,
 //!   beside the same with that destination healthy (see `fairness.rs`);
 //! - `transform`: each plugin's per-event transform cost in Wasm versus native;
-//! - `postgres`: the same workload on sled and on PostgreSQL with 1, 2 and 3 nodes, and
+//! - `postgres`: the same workload on the embedded store and on PostgreSQL with 1, 2 and 3 nodes, and
 //!   `migrate-store`'s speed (see `postgres.rs`);
-//! - `engines`: the sled store's write pattern on sled and on the embedded engines that could
-//!   replace it (see `engines.rs`).
+//! - `engines`: the embedded store's write pattern on sled, fjall and redb, the engines that
+//!   were candidates to replace sled (see `engines.rs`).
 //!
 //! `cargo bench -p canopy --bench canopy -- transform` (or `pipeline`, `fairness`, `postgres`,
 //! `engines`) runs one part.

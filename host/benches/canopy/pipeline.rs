@@ -1,5 +1,5 @@
 //! The server end to end, as a user runs it: the release `canopy` binary in its own process
-//! (sled in a temp directory, the bundled plugins, default settings but for loopback receivers
+//! (the embedded store in a temp directory, on redb, a new directory's engine; the bundled plugins, default settings but for loopback receivers
 //! being allowed), a webhook integration with signing on (hex HMAC and Standard Webhooks
 //! headers), and a fast receiver on loopback that records when each event first arrives.
 //!
@@ -8,8 +8,9 @@
 //! 2. **Throughput**: 20,000 events ingested in batches of 100; events acknowledged per
 //!    second, and deliveries per second from the first ingest to the last arrival; the CPU
 //!    time (user + system) of the server per delivery, and of the benchmark process per
-//!    delivery and per forwarded request, so the gap to the forwarder shows as a cost.
-//!    `CANOPY_BENCH_ROUNDS=N` runs 1 and 2 N times (a fresh server each) and prints the
+//!    delivery and per forwarded request, so the gap to the forwarder shows as a cost. Each
+//!    round runs 1 and 2 on sled too (data directories of earlier releases stay on it), with
+//!    its own baseline, and prints redb against sled. `CANOPY_BENCH_ROUNDS=N` runs 1 and 2 N times (a fresh server each) and prints the
 //!    median with the range.
 //! 3. **Latency**: single-event requests offered at 1,000 per second for 10 s, open loop (a
 //!    late request is measured from when it should have been sent); acknowledgement and
@@ -88,7 +89,7 @@ async fn bench() {
     let scratch = tempfile::tempdir().expect("temp dir");
 
     println!(
-        "\nend to end: the canopy binary (sled, bundled plugins, {WORKERS} workers), webhook \
+        "\nend to end: the canopy binary (redb, bundled plugins, {WORKERS} workers), webhook \
          integration with HMAC and Standard Webhooks signing, loopback receiver"
     );
 
@@ -99,29 +100,45 @@ async fn bench() {
         .filter(|n| *n > 0)
         .unwrap_or(1);
     let mut runs = Vec::with_capacity(rounds);
+    let mut sled_runs = Vec::with_capacity(rounds);
     let mut server = None;
     for round in 0..rounds {
         if let Some(previous) = server.take() {
             Server::stop(previous);
         }
+        // The same round on sled, the engine of earlier releases' data directories.
+        let (sled_run, on_sled) = throughput(
+            &receiver,
+            &client,
+            &event,
+            &scratch.path().join(format!("throughput-sled-{round}")),
+            &[("CANOPY_STORE", "sled")],
+        )
+        .await;
+        Server::stop(on_sled);
         let (run, started) = throughput(
             &receiver,
             &client,
             &event,
             &scratch.path().join(format!("throughput-{round}")),
+            &[("CANOPY_STORE", "redb")],
         )
         .await;
         if rounds > 1 {
             println!(
-                "  round {}: forwarder {:.0}/s, delivered {:.0}/s, {:.3}×, server {:.0} µs CPU per delivery",
+                "  round {}: forwarder {:.0}/s, delivered {:.0}/s, {:.3}×, server {:.0} µs CPU per delivery (sled: {:.0}/s, {:.3}×, {:.0} µs)",
                 round + 1,
                 run.baseline,
                 run.delivered,
                 run.ratio(),
-                run.server_us
+                run.server_us,
+                sled_run.delivered,
+                sled_run.ratio(),
+                sled_run.server_us
             );
         }
         runs.push(run);
+        sled_runs.push(sled_run);
         server = Some(started);
     }
     let server = server.expect("at least one round");
@@ -167,6 +184,19 @@ async fn bench() {
         "  CPU per forwarded request: forwarder and receiver {} µs   (server ÷ forwarder: {:.1}×)",
         forwarder_us.show(0),
         server_us.median / forwarder_us.median
+    );
+    let on_sled = |f: fn(&Throughput) -> f64| spread(sled_runs.iter().map(f).collect());
+    let (sled_ratio, sled_us) = (on_sled(Throughput::ratio), on_sled(|r| r.server_us));
+    println!(
+        "  on sled (earlier releases' data directories): delivered {} deliveries/s {}× baseline, server {} µs CPU per delivery",
+        on_sled(|r| r.delivered).show(0),
+        sled_ratio.show(3),
+        sled_us.show(0)
+    );
+    println!(
+        "  redb against sled: {:.2}× the deliveries/s (as ratios to each round's baseline), {:.2}× the server CPU per delivery",
+        ratio.median / sled_ratio.median,
+        server_us.median / sled_us.median
     );
 
     // 3. Latency at a fixed offered rate.
@@ -290,6 +320,7 @@ async fn throughput(
     client: &reqwest::Client,
     event: &(impl Fn(Uuid) -> Value + Clone),
     data: &Path,
+    env: &[(&str, &str)],
 ) -> (Throughput, Server) {
     let bodies: Vec<String> = (0..THROUGHPUT_EVENTS)
         .map(|_| event(Uuid::now_v7()).to_string())
@@ -304,7 +335,7 @@ async fn throughput(
         "the baseline lost requests"
     );
 
-    let server = Server::start(data, &[]).await;
+    let server = Server::start(data, env).await;
     server.webhook(&receiver.url).await;
     let batches = batches(event, THROUGHPUT_EVENTS, INGEST_BATCH);
     receiver.reset();

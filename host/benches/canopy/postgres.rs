@@ -73,8 +73,8 @@ async fn bench(server: &str) {
         "→ delivered p50 / p99"
     );
 
-    let sled_dir = scratch.path().join("sled");
-    let mut setups: Vec<(String, Option<String>, usize)> = vec![("sled".into(), None, 1)];
+    let embedded_dir = scratch.path().join("embedded");
+    let mut setups: Vec<(String, Option<String>, usize)> = vec![("embedded".into(), None, 1)];
     for nodes in 1..=3 {
         setups.push((
             "PostgreSQL".into(),
@@ -86,7 +86,7 @@ async fn bench(server: &str) {
         let mut servers = Vec::new();
         for n in 0..nodes {
             let data: PathBuf = match &url {
-                None => sled_dir.clone(),
+                None => embedded_dir.clone(),
                 Some(_) => scratch.path().join(format!("{store}-{nodes}-{n}")),
             };
             let env: Vec<(&str, &str)> = url.iter().map(|u| ("CANOPY_STORE", u.as_str())).collect();
@@ -141,7 +141,7 @@ async fn bench(server: &str) {
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_canopy"))
         .args(["migrate-store", "--from"])
-        .arg(&sled_dir)
+        .arg(&embedded_dir)
         .args(["--to", &target])
         .output()
         .expect("canopy migrate-store runs");
@@ -153,7 +153,7 @@ async fn bench(server: &str) {
     );
     let events = EVENTS + LATENCY_EVENTS;
     println!(
-        "  migrate-store of that sled data directory ({events} events, their deliveries and \
+        "  migrate-store of that embedded data directory ({events} events, their deliveries and \
          attempts): {:.2} s, {:.0} events/s",
         took.as_secs_f64(),
         events as f64 / took.as_secs_f64()

@@ -1,10 +1,11 @@
 //! `canopy migrate-store`: moves an install from the embedded store (a data directory) into
 //! an empty PostgreSQL database, record by record as it is kept (see
 //! [`crate::store::transfer`]), then checks that the database holds as many of each record
-//! as the data directory.
+//! as the data directory. With `--to redb` or `--to sled` it moves the data directory's
+//! store onto that engine instead ([`move_engine`]).
 //!
-//! The server must be stopped first (sled's directory lock refuses a second process, so a
-//! running server is reported, not raced). The data directory is opened as a start of this
+//! The server must be stopped first (the embedded engine's lock refuses a second process, so
+//! a running server is reported, not raced). The data directory is opened as a start of this
 //! release opens it — a directory of an older format is upgraded, the leases of the stopped
 //! server end — and otherwise only read: it stays usable by this release. A move that fails
 //! part-way leaves a partial database: drop it, create it again and run the command again
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::STORE_DIR;
 use crate::store::transfer::{Counts, Item};
-use crate::store::{PgStore, SledStore, StoreError, redacted};
+use crate::store::{EmbeddedStore, EngineKind, EngineMove, PgStore, StoreError, redacted};
 
 /// Events per transaction: big enough that the round trips do not dominate, small enough
 /// that a transaction stays short.
@@ -64,7 +65,7 @@ pub async fn migrate_store(
     if !dir.is_dir() {
         return Err(MigrateError::NoDataDir(from.to_owned()));
     }
-    let source = SledStore::open(&dir).map_err(|e| MigrateError::Source(from.to_owned(), e))?;
+    let source = EmbeddedStore::open(&dir).map_err(|e| MigrateError::Source(from.to_owned(), e))?;
     if PgStore::holds_other_tables(to).await? {
         return Err(MigrateError::NotEmpty(redacted(to)));
     }
@@ -111,4 +112,19 @@ pub async fn migrate_store(
         }
     }
     Ok(expected)
+}
+
+/// Moves the store of the data directory `from` onto the engine `to`, in place (see
+/// [`EmbeddedStore::move_engine`]).
+pub fn move_engine(from: &Path, to: EngineKind) -> Result<EngineMove, MigrateError> {
+    let dir = from.join(STORE_DIR);
+    if EngineKind::found_in(&dir).is_none() {
+        return Err(MigrateError::NoDataDir(from.to_owned()));
+    }
+    EmbeddedStore::move_engine(&dir, to).map_err(|e| match e {
+        StoreError::Backend(_) | StoreError::Unavailable(_) => {
+            MigrateError::Source(from.to_owned(), e)
+        }
+        other => MigrateError::Store(other),
+    })
 }

@@ -35,7 +35,7 @@ use crate::delivery::sender::Sender;
 use crate::delivery::worker::{Policy, Worker};
 use crate::metrics::Metrics;
 use crate::runtime::{PluginRegistry, Runtime};
-use crate::store::{PgStore, SledStore, Store};
+use crate::store::{EmbeddedStore, EngineKind, PgStore, Store};
 
 /// The store's subdirectory of the data directory.
 const STORE_DIR: &str = "store";
@@ -260,11 +260,21 @@ pub async fn sync_plugins(
 }
 
 /// The configured store: PostgreSQL when `--store` is a PostgreSQL URL, else the embedded
-/// store in the data directory. A cluster's nodes must share their tokens, so with PostgreSQL
-/// they must be configured rather than generated per node.
+/// store in the data directory (on the engine `--store` names, if it does). A cluster's nodes
+/// must share their tokens, so with PostgreSQL they must be configured rather than generated
+/// per node.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
     match &config.store {
-        None => Ok(Arc::new(SledStore::open(&config.data_dir.join(STORE_DIR))?)),
+        None => Ok(Arc::new(EmbeddedStore::open(
+            &config.data_dir.join(STORE_DIR),
+        )?)),
+        Some(engine) if EngineKind::parse(engine.expose()).is_some() => {
+            let store = EmbeddedStore::open_on(
+                &config.data_dir.join(STORE_DIR),
+                EngineKind::parse(engine.expose()),
+            )?;
+            Ok(Arc::new(store))
+        }
         Some(url) if is_postgres(url.expose()) => {
             if config.admin_token.is_none() || config.ingest_token.is_none() {
                 return Err(ServeError::Config(
@@ -276,8 +286,8 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, ServeError> {
             Ok(Arc::new(PgStore::connect(url.expose()).await?))
         }
         Some(_) => Err(ServeError::Config(
-            "--store / CANOPY_STORE must be a PostgreSQL URL (postgres://…); leave it unset \
-             for the embedded store in the data directory"
+            "--store / CANOPY_STORE must be `redb`, `sled` or a PostgreSQL URL (postgres://…); \
+             leave it unset for the embedded store in the data directory"
                 .into(),
         )),
     }
@@ -322,8 +332,8 @@ pub struct Rotated {
 /// Re-encrypts every stored secret under `new`, in one atomic write with the new key's
 /// fingerprint: a crash leaves either the old key or the new one valid, never a mix. The
 /// store is the data directory's, or the PostgreSQL database at `store` when given. The
-/// server (every node) must be stopped: sled's lock refuses a second process; nodes of a
-/// cluster still running would hold secrets they can no longer open.
+/// server (every node) must be stopped: the embedded engine's lock refuses a second process;
+/// nodes of a cluster still running would hold secrets they can no longer open.
 pub async fn rotate_key(
     data_dir: &Path,
     store: Option<&str>,
@@ -332,14 +342,18 @@ pub async fn rotate_key(
 ) -> Result<Rotated, ServeError> {
     let store: Box<dyn Store> = match store.filter(|url| !url.trim().is_empty()) {
         Some(url) if is_postgres(url) => Box::new(PgStore::connect(url).await?),
+        Some(engine) if EngineKind::parse(engine).is_some() => Box::new(EmbeddedStore::open_on(
+            &data_dir.join(STORE_DIR),
+            EngineKind::parse(engine),
+        )?),
         Some(_) => {
             return Err(ServeError::Config(
-                "--store / CANOPY_STORE must be a PostgreSQL URL (postgres://…); leave it unset \
-                 for the data directory's store"
+                "--store / CANOPY_STORE must be `redb`, `sled` or a PostgreSQL URL (postgres://…); \
+                 leave it unset for the data directory's store"
                     .into(),
             ));
         }
-        None => Box::new(SledStore::open(&data_dir.join(STORE_DIR))?),
+        None => Box::new(EmbeddedStore::open(&data_dir.join(STORE_DIR))?),
     };
     match store.meta(KEY_FINGERPRINT).await? {
         Some(stored) if stored != current.fingerprint() => return Err(ServeError::WrongMasterKey),

@@ -1,5 +1,5 @@
 //! What Canopy keeps — shops, events, integrations, deliveries and their attempts, plugin
-//! versions — behind the [`Store`] trait, with the embedded [`sled`](SledStore)
+//! versions — behind the [`Store`] trait, with the embedded [`sled`](EmbeddedStore)
 //! implementation and the [`PgStore`] (PostgreSQL, several nodes on one database). The
 //! pipeline only sees the trait. The records are the types of
 //! [`crate::model`] (re-exported here).
@@ -28,15 +28,15 @@
 //! - Every status change keeps the filter indexes in step, so the delivery log is served
 //!   from indexes, newest first, without scanning everything.
 
+mod embedded;
 mod fair;
 mod postgres;
-mod sled;
 pub mod transfer;
 
 use uuid::Uuid;
 
+pub use self::embedded::{EmbeddedStore, EngineKind, EngineMove};
 pub use self::postgres::{PgStore, redacted};
-pub use self::sled::SledStore;
 pub use crate::model::*;
 
 /// Store failures. The message names the operation, never a stored value.

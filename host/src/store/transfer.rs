@@ -1,5 +1,5 @@
 //! Moving an install from the embedded store to PostgreSQL (`canopy migrate-store`): the
-//! sled store lists everything it keeps as [`Item`]s ([`SledStore::export`](super::SledStore::export)),
+//! sled store lists everything it keeps as [`Item`]s ([`EmbeddedStore::export`](super::EmbeddedStore::export)),
 //! and the PostgreSQL store writes them as they are ([`PgStore::import`](super::PgStore::import)),
 //! in batches, each one transaction. Records move unchanged — ids, times, statuses, attempts,
 //! statistics, sealed secrets (still sealed: the same master key opens them), plugin versions

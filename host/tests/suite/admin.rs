@@ -533,7 +533,7 @@ fn forms_of(secret: &str) -> Vec<Vec<u8>> {
 async fn no_secret_is_stored_in_clear_and_key_rotation_keeps_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = answering(200).await;
-    let canopy = Canopy::start_on_sled(dir.path(), |c| {
+    let canopy = Canopy::start_embedded(dir.path(), |c| {
         c.delivery.egress_override = vec![
             format!("a.klaviyo.com={}", receiver.uri()).parse().unwrap(),
             format!("api.omnisend.com={}", receiver.uri())
@@ -614,7 +614,7 @@ async fn no_secret_is_stored_in_clear_and_key_rotation_keeps_them_all() {
     assert!(error.to_string().contains("master key does not match"));
 
     let received_before = receiver.received_requests().await.unwrap().len();
-    let restarted = Canopy::start_on_sled(dir.path(), |c| {
+    let restarted = Canopy::start_embedded(dir.path(), |c| {
         c.master_key = Some(canopy::crypto::secret::SecretValue::new(new_text));
         c.delivery.egress_override = vec![
             format!("a.klaviyo.com={}", receiver.uri()).parse().unwrap(),

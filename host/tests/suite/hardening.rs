@@ -142,7 +142,7 @@ async fn a_full_disk_answers_503_and_the_store_recovers_when_space_returns() {
     };
     let receiver = accepting().await;
     let data = disk.path().join("data");
-    let canopy = Canopy::start_on_sled(&data, |_| {}).await;
+    let canopy = Canopy::start_embedded(&data, |_| {}).await;
     // Signed, so that each request carries its delivery id (`webhook-id`).
     let mut signed = webhook(format!("{}/in", receiver.uri()));
     signed["secrets"] = json!({"webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});
@@ -699,7 +699,7 @@ async fn every_answer_has_the_json_error_shape_and_bearer_is_case_insensitive() 
 async fn credentials_in_a_webhook_url_are_refused_and_never_shown() {
     let receiver = accepting().await;
     let dir = tempfile::tempdir().unwrap();
-    let canopy = Canopy::start_on_sled(dir.path(), |_| {}).await;
+    let canopy = Canopy::start_embedded(dir.path(), |_| {}).await;
     let with_credentials = format!(
         "http://hookuser:s3cretpass@{}/in",
         receiver.uri().trim_start_matches("http://")
@@ -718,7 +718,7 @@ async fn credentials_in_a_webhook_url_are_refused_and_never_shown() {
 
     // One an earlier version stored is shown, and logged, without them.
     {
-        let store = canopy::store::SledStore::open(&dir.path().join("store")).unwrap();
+        let store = canopy::store::EmbeddedStore::open(&dir.path().join("store")).unwrap();
         let now = canopy::store::Timestamp::now();
         let stored = canopy::store::Integration {
             id: canopy::store::new_id(),
@@ -740,7 +740,7 @@ async fn credentials_in_a_webhook_url_are_refused_and_never_shown() {
             .await
             .unwrap();
     }
-    let canopy = Canopy::start_on_sled(dir.path(), |_| {}).await;
+    let canopy = Canopy::start_embedded(dir.path(), |_| {}).await;
     let (_, list) = canopy.admin(Method::GET, "/v1/integrations", None).await;
     assert!(!list.to_string().contains("s3cretpass"), "{list}");
     assert!(list.to_string().contains("redacted@"), "{list}");

@@ -1,5 +1,6 @@
-//! A Canopy server for tests: `canopy::run` on a loopback port over a sled store in a temp
-//! directory (or a database of its own, [`on_postgres`]), with the real bundled plugins, a
+//! A Canopy server for tests: `canopy::run` on a loopback port over the embedded store in a
+//! temp directory (on the engine [`embedded_engine`] names, or a database of its own,
+//! [`on_postgres`]), with the real bundled plugins, a
 //! compressed retry schedule, and a client that speaks its API; and throwaway PostgreSQL
 //! databases ([`pg`]).
 
@@ -46,18 +47,31 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
-/// The variable that runs the end-to-end tests on PostgreSQL: `CANOPY_TEST_STORE=postgres`
-/// (with [`pg::SERVER_VAR`] naming the server) gives every server the tests start with
-/// [`Canopy::start`] or [`Canopy::start_in`] a database of its own instead of the embedded
-/// store. `scripts/test` runs the end-to-end modules a second time so.
+/// The variable that chooses the store of the end-to-end tests' servers:
+/// - `postgres` (with [`pg::SERVER_VAR`] naming the server) gives every server the tests
+///   start with [`Canopy::start`] or [`Canopy::start_in`] a database of its own instead of
+///   the embedded store;
+/// - `sled` or `redb` puts every embedded store on that engine;
+/// - unset, the embedded store is on the engine of a new data directory (redb).
+///
+/// `scripts/test` runs end-to-end modules again on PostgreSQL and on sled.
 pub const STORE_VAR: &str = "CANOPY_TEST_STORE";
 
 /// Whether this run's servers keep their data in PostgreSQL (see [`STORE_VAR`]).
 pub fn on_postgres() -> bool {
+    store_var().as_deref() == Some("postgres")
+}
+
+/// The embedded engine this run asks for (see [`STORE_VAR`]): `--store sled` or `redb`.
+pub fn embedded_engine() -> Option<String> {
+    store_var().filter(|s| s != "postgres")
+}
+
+fn store_var() -> Option<String> {
     match std::env::var(STORE_VAR).as_deref() {
-        Ok("postgres") => true,
-        Ok("sled") | Ok("") | Err(_) => false,
-        Ok(other) => panic!("{STORE_VAR} is `{other}`: `postgres` or `sled`"),
+        Ok("") | Err(_) => None,
+        Ok(s @ ("postgres" | "sled" | "redb")) => Some(s.to_owned()),
+        Ok(other) => panic!("{STORE_VAR} is `{other}`: `postgres`, `sled` or `redb`"),
     }
 }
 
@@ -113,7 +127,7 @@ impl Canopy {
 
     /// A server on the embedded store in `dir`, whatever the run's store (tests of the data
     /// directory itself).
-    pub async fn start_on_sled(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Canopy {
+    pub async fn start_embedded(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Canopy {
         Canopy::launch(dir, None, Clock::system(), tweak).await
     }
 
@@ -125,7 +139,9 @@ impl Canopy {
         tweak: impl FnOnce(&mut Config),
     ) -> Canopy {
         let mut config = test_config(dir);
-        config.store = database.map(canopy::crypto::secret::SecretValue::new);
+        config.store = database
+            .or_else(embedded_engine)
+            .map(canopy::crypto::secret::SecretValue::new);
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -450,6 +466,9 @@ pub fn serve(data: &std::path::Path, port: u16, key: &str, log: Stdio) -> Comman
         .env("CANOPY_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log);
+    if let Some(engine) = embedded_engine() {
+        command.env("CANOPY_STORE", engine);
+    }
     command
 }
 

@@ -1,7 +1,8 @@
 //! `canopy migrate-store`: an install on the embedded store, with a second shop and its
 //! tokens, sealed secrets, a rolled-back and a removed plugin, a few hundred delivered events
-//! and open work, moved into PostgreSQL by the real binary; then a server on the database
-//! answers exactly what the old one did and carries on with the open work.
+//! and open work, moved by the real binary into PostgreSQL, or from sled to redb and back;
+//! then a server on the moved store answers exactly what the old one did and carries on with
+//! the open work.
 
 use std::process::Command;
 
@@ -91,13 +92,26 @@ fn migrate(from: &std::path::Path, to: &str) -> std::process::Output {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_install_moves_from_its_data_directory_into_postgresql() {
-    let Some(server) = pg::server() else {
-        return;
-    };
-    let database = pg::Database::create(&server);
-    let dir = tempfile::tempdir().unwrap();
+/// An install, stopped: what [`install`] made, and what its admin saw last.
+struct Install {
+    receiver: MockServer,
+    /// Holds a slow receiver's connection open until the test ends.
+    _slow: MockServer,
+    acme_admin: String,
+    /// A delivery that failed for good (410).
+    failed: String,
+    /// A delivery a worker held when the server stopped.
+    released: String,
+    before: Vec<(String, Value)>,
+}
+
+fn secret(value: &str) -> canopy::crypto::secret::SecretValue {
+    canopy::crypto::secret::SecretValue::new(value.to_owned())
+}
+
+/// An install on the embedded store in `dir` (on `engine`, else the run's), as the module
+/// docs describe it; stopped once everything but the held delivery is done.
+async fn install(dir: &std::path::Path, engine: Option<&str>) -> Install {
     let receiver = MockServer::start().await;
     let slow = answering_first(
         ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(30)),
@@ -122,7 +136,12 @@ async fn an_install_moves_from_its_data_directory_into_postgresql() {
         .await;
 
     // ---- an install on the embedded store -------------------------------------------------
-    let old = Canopy::start_on_sled(dir.path(), |_| {}).await;
+    let old = Canopy::start_embedded(dir, |c| {
+        if let Some(engine) = engine {
+            c.store = Some(secret(engine));
+        }
+    })
+    .await;
     old.shop("acme.example").await;
     let acme_admin = old.token("acme.example", "admin").await;
     let acme_ingest = old.token("acme.example", "ingest").await;
@@ -207,6 +226,31 @@ async fn an_install_moves_from_its_data_directory_into_postgresql() {
         .await;
     let before = view(&old, &acme_admin, &released).await;
     old.stop().await;
+    Install {
+        receiver,
+        _slow: slow,
+        acme_admin,
+        failed,
+        released,
+        before,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_moves_from_its_data_directory_into_postgresql() {
+    let Some(server) = pg::server() else {
+        return;
+    };
+    let database = pg::Database::create(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let Install {
+        receiver,
+        _slow,
+        acme_admin,
+        failed,
+        released,
+        before,
+    } = install(dir.path(), None).await;
 
     // ---- the move ---------------------------------------------------------------------------
     let moved = migrate(dir.path(), &database.url);
@@ -327,4 +371,128 @@ async fn an_install_moves_from_its_data_directory_into_postgresql() {
     let requests = received(&receiver, count + 1).await;
     assert!(header(requests.last().unwrap(), "webhook-signature").starts_with("v1,"));
     rekeyed.stop().await;
+}
+
+/// A server on the embedded store in `dir`, on the engine its files say (not the run's).
+async fn on_its_engine(dir: &std::path::Path) -> Canopy {
+    Canopy::start_embedded(dir, |c| c.store = None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_moves_from_sled_to_redb_and_back() {
+    use canopy::store::{EmbeddedStore, EngineKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let Install {
+        receiver,
+        _slow,
+        acme_admin,
+        failed,
+        released,
+        before,
+    } = install(dir.path(), Some("sled")).await;
+    assert_eq!(EngineKind::found_in(&store_dir), Some(EngineKind::Sled));
+
+    // ---- sled → redb --------------------------------------------------------------------
+    let moved = migrate(dir.path(), "redb");
+    let stdout = String::from_utf8_lossy(&moved.stdout);
+    assert!(
+        moved.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    for said in [
+        "from sled to redb",
+        "2 shops",
+        "3 integrations",
+        &format!("{} events", EVENTS + 1),
+        &format!("{} deliveries", EVENTS + 2),
+        &format!("{} attempts", EVENTS + 1),
+        "the counts match",
+    ] {
+        assert!(stdout.contains(said), "{said}: {stdout}");
+    }
+    assert_eq!(EngineKind::found_in(&store_dir), Some(EngineKind::Redb));
+    // sled's files are set aside, whole, in the directory the command names.
+    let backup = std::fs::read_dir(&store_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("sled-backup-")
+        })
+        .expect("a backup of sled's files");
+    assert!(stdout.contains(&*backup.to_string_lossy()), "{stdout}");
+    assert!(backup.join("db").is_file() && backup.join("conf").is_file());
+    assert!(!store_dir.join("db").exists() && !store_dir.join("conf").exists());
+    // Asking for the engine it no longer holds is refused, with the way out.
+    let refused = EmbeddedStore::open_on(&store_dir, Some(EngineKind::Sled))
+        .err()
+        .expect("sled refused on a redb directory")
+        .to_string();
+    assert!(
+        refused.contains("holds a redb store") && refused.contains("migrate-store"),
+        "{refused}"
+    );
+    // Moving it again onto the engine it is on: refused, nothing changed.
+    let again = migrate(dir.path(), "redb");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already on redb"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+
+    let redb = on_its_engine(dir.path()).await;
+    let after = view(&redb, &acme_admin, &released).await;
+    assert_eq!(before.len(), after.len());
+    for ((path, was), (_, is)) in before.iter().zip(&after) {
+        assert_eq!(was, is, "{path} differs after the move to redb");
+    }
+    // Open work carries on; the moved secret still signs.
+    let sent = redb
+        .delivery_with_status_in("acme.example", &released, "succeeded")
+        .await;
+    assert_eq!(sent["attempts"].as_array().unwrap().len(), 1);
+    let count = receiver.received_requests().await.unwrap().len();
+    redb.ingest_one(fresh("tier.changed")).await;
+    let requests = received(&receiver, count + 1).await;
+    assert!(header(requests.last().unwrap(), "webhook-signature").starts_with("v1,"));
+    let (status, _) = redb
+        .call(
+            Method::POST,
+            &format!("/v1/shops/acme.example/deliveries/{failed}/retry"),
+            &acme_admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    redb.delivery_with_status_in("acme.example", &failed, "succeeded")
+        .await;
+    let on_redb = view(&redb, &acme_admin, &released).await;
+    redb.stop().await;
+
+    // ---- redb → sled ----------------------------------------------------------------------
+    let back = migrate(dir.path(), "sled");
+    let stdout = String::from_utf8_lossy(&back.stdout);
+    assert!(
+        back.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+    assert!(stdout.contains("from redb to sled"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{} events", EVENTS + 2)),
+        "{stdout}"
+    );
+    assert_eq!(EngineKind::found_in(&store_dir), Some(EngineKind::Sled));
+    let sled = on_its_engine(dir.path()).await;
+    let on_sled = view(&sled, &acme_admin, &released).await;
+    assert_eq!(on_redb.len(), on_sled.len());
+    for ((path, was), (_, is)) in on_redb.iter().zip(&on_sled) {
+        assert_eq!(was, is, "{path} differs after the move back to sled");
+    }
+    sled.stop().await;
 }

@@ -560,7 +560,7 @@ fn previous_release_data() -> (tempfile::TempDir, Value) {
 async fn the_previous_releases_data_moves_into_the_default_shop() {
     let (dir, manifest) = previous_release_data();
     let canopy =
-        Canopy::start_on_sled(dir.path(), |c| c.delivery.retry_schedule = "1h".into()).await;
+        Canopy::start_embedded(dir.path(), |c| c.delivery.retry_schedule = "1h".into()).await;
 
     let (_, list) = canopy.admin(Method::GET, "/v1/integrations", None).await;
     let integrations: HashMap<String, Value> = list["integrations"]
@@ -695,7 +695,7 @@ async fn the_previous_releases_data_moves_into_the_default_shop() {
     canopy.stop().await;
 
     // Once: a second start finds the new format and changes nothing.
-    let canopy = Canopy::start_on_sled(dir.path(), |_| {}).await;
+    let canopy = Canopy::start_embedded(dir.path(), |_| {}).await;
     let (_, again) = canopy
         .admin(Method::GET, "/v1/deliveries?limit=100", None)
         .await;

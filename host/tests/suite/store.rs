@@ -5,7 +5,8 @@
 //! reopening, and large and concurrent ingests.
 //!
 //! Each test is written once, as `async fn name(backend: &Backend)`, and [`conformance!`]
-//! instantiates it per backend: `store::sled::name` and `store::postgres::name`. The PostgreSQL
+//! instantiates it per backend: `store::redb::name` and `store::sled::name` (the embedded store on
+//! each of its engines) and `store::postgres::name`. The PostgreSQL
 //! tests run on a new database of `CANOPY_TEST_POSTGRES`'s server (`scripts/test` starts one),
 //! and are skipped, loudly, without it.
 
@@ -16,8 +17,8 @@ use std::time::Duration;
 use canopy::runtime::{RateLimit, component_digest};
 use canopy::store::{
     Admission, AdmitAll, Attempt, Delivery, DeliveryDetail, DeliveryFilter, DeliveryStatus,
-    EventRecord, Integration, Lease, NewEvent, Outcome, Shop, ShopDeletion, ShopToken, Signal,
-    SledStore, Store, StoreError, Timestamp, TokenKind, new_id, pace,
+    EmbeddedStore, EngineKind, EventRecord, Integration, Lease, NewEvent, Outcome, Shop,
+    ShopDeletion, ShopToken, Signal, Store, StoreError, Timestamp, TokenKind, new_id, pace,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -28,13 +29,16 @@ use crate::harness;
 
 /// A store implementation the suite runs against.
 enum Backend {
-    Sled,
-    Postgres { server: String },
+    /// The embedded store on one of its engines.
+    Embedded(EngineKind),
+    Postgres {
+        server: String,
+    },
 }
 
 /// What keeps a store's data for as long as a test needs it.
 enum Data {
-    Sled(tempfile::TempDir),
+    Embedded(tempfile::TempDir, EngineKind),
     Postgres(harness::pg::Database),
 }
 
@@ -49,20 +53,25 @@ impl Backend {
                     .expect("a PostgreSQL store connects");
                 (Data::Postgres(database), Arc::new(store))
             }
-            Backend::Sled => {
+            Backend::Embedded(engine) => {
                 let dir = tempfile::tempdir().unwrap();
-                let store = SledStore::open(dir.path()).expect("a sled store opens");
-                (Data::Sled(dir), Arc::new(store))
+                let store = EmbeddedStore::open_on(dir.path(), Some(*engine))
+                    .expect("an embedded store opens");
+                (Data::Embedded(dir, *engine), Arc::new(store))
             }
         }
     }
 
-    /// Another handle on the same data. For sled, the store opened again, as after a restart
-    /// (its directory lock admits one handle: the caller has dropped every other first); for
-    /// PostgreSQL, a second store on the same database — another node.
+    /// Another handle on the same data. For the embedded store, the store opened again, as
+    /// after a restart (its engine's lock admits one handle: the caller has dropped every
+    /// other first) — on the engine the directory holds, which must be the one it was made on;
+    /// for PostgreSQL, a second store on the same database — another node.
     async fn reopen(&self, data: &Data) -> Arc<dyn Store> {
         match data {
-            Data::Sled(dir) => Arc::new(SledStore::open(dir.path()).expect("sled reopens")),
+            Data::Embedded(dir, engine) => {
+                assert_eq!(EngineKind::found_in(dir.path()), Some(*engine));
+                Arc::new(EmbeddedStore::open(dir.path()).expect("the embedded store reopens"))
+            }
             Data::Postgres(database) => Arc::new(
                 canopy::store::PgStore::connect(&database.url)
                     .await
@@ -74,7 +83,7 @@ impl Backend {
     /// Whether several handles may use the same data at once (several nodes).
     fn shares_data(&self) -> bool {
         match self {
-            Backend::Sled => false,
+            Backend::Embedded(_) => false,
             Backend::Postgres { .. } => true,
         }
     }
@@ -83,11 +92,22 @@ impl Backend {
 /// Instantiates each test for every backend, under the server's kind of runtime.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
+        mod redb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::Backend::Embedded(canopy::store::EngineKind::Redb))
+                        .await;
+                }
+            )*
+        }
+
         mod sled {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(&super::Backend::Sled).await;
+                    super::$name(&super::Backend::Embedded(canopy::store::EngineKind::Sled))
+                        .await;
                 }
             )*
         }
@@ -138,7 +158,7 @@ async fn sled_leases_an_older_version_wrote_are_cleared_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let hook = integration(true);
     let (held, now) = {
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = EmbeddedStore::open_on(dir.path(), Some(EngineKind::Sled)).unwrap();
         store.create_integration(&hook).await.unwrap();
         store.insert_events(vec![event(&[&hook])]).await.unwrap();
         let now = Timestamp::now();
@@ -186,7 +206,7 @@ async fn sled_leases_an_older_version_wrote_are_cleared_at_open() {
         db.insert(&l_key, &until.0.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
     let depth = store.queue_depth(now).await.unwrap();
     assert_eq!((depth.due, depth.in_flight, depth.scheduled), (1, 0, 0));
     let again = claim(&store, now, 10).await;

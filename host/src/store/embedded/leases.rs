@@ -1,5 +1,5 @@
 //! Leases in memory. A lease only says which worker of this process may record an attempt
-//! of a delivery, and until when no other claim takes it; sled's directory lock means no
+//! of a delivery, and until when no other claim takes it; the engine's lock on the data directory means no
 //! other process can hold one. So a claim writes nothing: it takes due queue entries that are
 //! not held and notes each lease here. Only what must survive a crash is written — events and
 //! their deliveries at ingest, attempt outcomes — and a delivery's durable record and queue
@@ -13,9 +13,9 @@
 //! the durable record when read), and queue counts read the map for attempts in flight.
 //!
 //! Directories written by older versions hold leases on disk (`L` keys, leased records):
-//! they are cleared at open ([`SledStore::clear_durable_leases`]).
+//! they are cleared at open ([`EmbeddedStore::clear_durable_leases`]).
 //!
-//! [`SledStore::clear_durable_leases`]: super::SledStore
+//! [`EmbeddedStore::clear_durable_leases`]: super::EmbeddedStore
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

@@ -1,6 +1,7 @@
-//! The embedded store: one sled tree (the layout is in [`keys`]), a record and the index keys
-//! derived from it always written in one atomic batch (sled batches survive a crash whole or
-//! not at all): an event with its deliveries, a delivery with its queue and log keys, an
+//! The embedded store: one ordered keyspace in the data directory (the layout is in [`keys`]),
+//! on redb or, for directories of earlier releases, sled ([`engine`]). A record and the index
+//! keys derived from it are always written in one atomic batch (a batch survives a crash whole
+//! or not at all, on either engine): an event with its deliveries, a delivery with its queue and log keys, an
 //! attempt with its delivery, its integration's failure count and statistics. Writes hold a
 //! short write lock, never across an `.await`; reads take none. Callers that need durability
 //! share flushes ([`GroupCommit`]). Older data directories are migrated at open
@@ -15,6 +16,8 @@
 //! rate limit never stands in front of another's work, and one that may not start anything
 //! now is not touched at all.
 
+mod convert;
+mod engine;
 mod export;
 mod keys;
 mod leases;
@@ -31,17 +34,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+pub use self::convert::EngineMove;
+pub use self::engine::EngineKind;
+use self::engine::{Batch, Engine};
 use self::keys::*;
 use super::fair::{Lane, Rotation, take_turns};
 use super::{Admission, ClaimRound, Signals, Store, StoreError};
 use crate::model::*;
 
-/// sled's page cache. Its default (1 GiB) is far more than a delivery queue needs; 16 MiB
-/// instead of 64 lowered the peak RSS while 100,000 events were ingested (docs/PERFORMANCE.md).
-const CACHE_BYTES: u64 = 16 << 20;
-/// How often sled writes buffered changes on its own; ingest flushes explicitly.
-const FLUSH_EVERY_MS: u64 = 200;
-/// Events (each with its deliveries) per sled batch when a large ingest batch is written.
+/// Events (each with its deliveries) per batch when a large ingest batch is written.
 /// sled keeps every node version a batch replaces until the batch ends, so one batch of
 /// 1,000 events held ~180 MB more at peak than chunks of 100 (benchmark: 403 → 224 MB while
 /// 100,000 events were ingested; ingest 14,700 → 19,500 events/s).
@@ -52,7 +53,8 @@ const CHUNK: usize = 1_000;
 
 /// Free space kept in reserve on the data directory's disk: below it, writes are refused
 /// (503) rather than left to fail. sled writes its log in segments of 512 KiB and rewrites
-/// some as it goes; this leaves room for what it still has to write, and for the purge.
+/// some as it goes, redb grows its file as it needs pages; this leaves room for what either
+/// still has to write, and for the purge.
 const RESERVE_BYTES: u64 = 16 << 20;
 /// How often free space is read (a `statvfs`) by writes that check it.
 const ROOM_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
@@ -68,10 +70,12 @@ const HEALTH_PROBE: &str = "health-probe";
 /// How long a reopen waits for the previous engine's last handles (its file lock) to go.
 const REOPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
-pub struct SledStore {
+pub struct EmbeddedStore {
     dir: PathBuf,
     /// `None` only while [`Store::recover`] reopens the engine.
-    db: RwLock<Option<::sled::Db>>,
+    db: RwLock<Option<Engine>>,
+    /// The engine the directory holds (kept for reopening).
+    kind: EngineKind,
     write: Mutex<()>,
     commit: GroupCommit,
     /// Attempt outcomes waiting to be written together ([`outcomes`]).
@@ -89,7 +93,7 @@ pub struct SledStore {
 }
 
 /// Group commit: callers that need their writes on disk share flushes. One flush runs at a
-/// time (sled's `flush` on the blocking pool); a caller whose writes an earlier flush already
+/// time ([`Engine::flush`] on the blocking pool); a caller whose writes an earlier flush already
 /// covered returns without flushing again. Under concurrent ingest this turns one fsync per
 /// request into one per group, and it avoids sled 0.34's `flush_async`, whose concurrent
 /// callers can miss their wake-up and hang for good (spacejam/sled#1308, fixed after the last
@@ -103,24 +107,11 @@ struct GroupCommit {
     turn: tokio::sync::Mutex<()>,
 }
 
-impl From<::sled::Error> for StoreError {
-    fn from(e: ::sled::Error) -> StoreError {
-        match e {
-            // A full disk, or a write the file system refused: sled stops taking writes until
-            // it is reopened (see `recover`).
-            ::sled::Error::Io(e) => {
-                StoreError::Unavailable(format!("the data directory cannot be written: {e}"))
-            }
-            other => StoreError::Backend(other.to_string()),
-        }
-    }
-}
-
 /// One atomic write under construction: the batch, and how it changes integrations' queues,
 /// so that their earliest entries (`N`, `n`) are updated in the same batch.
 #[derive(Default)]
 struct Writes {
-    batch: ::sled::Batch,
+    batch: Batch,
     queues: HashMap<Uuid, QueueChange>,
     changes: usize,
 }
@@ -155,13 +146,34 @@ impl Writes {
     }
 }
 
-impl SledStore {
-    /// Opens (or creates) the store in `dir`, migrating an older format, with the `default`
-    /// shop. sled locks the directory: a second process on the same data fails here.
-    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let store = SledStore {
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `dir` on the engine it holds (redb when it is new),
+    /// migrating an older format, with the `default` shop. The engine locks its files: a
+    /// second process on the same data fails here.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        EmbeddedStore::open_on(dir, None)
+    }
+
+    /// [`EmbeddedStore::open`], asking for the engine `wanted`: the one a new directory gets;
+    /// a directory that holds the other one is refused (`canopy migrate-store` moves it).
+    pub fn open_on(dir: &Path, wanted: Option<EngineKind>) -> Result<EmbeddedStore, StoreError> {
+        let found = EngineKind::found_in(dir);
+        let kind = match (found, wanted) {
+            (Some(found), Some(wanted)) if found != wanted => {
+                return Err(StoreError::Rejected(format!(
+                    "the data directory {} holds a {found} store, not {wanted}: leave --store \
+                     unset to use it, or move it first with `canopy migrate-store --from <data \
+                     dir> --to {wanted}`",
+                    dir.display()
+                )));
+            }
+            (Some(kind), _) | (None, Some(kind)) => kind,
+            (None, None) => EngineKind::NEW,
+        };
+        let store = EmbeddedStore {
             dir: dir.to_owned(),
-            db: RwLock::new(Some(open_db(dir)?)),
+            db: RwLock::new(Some(Engine::open(dir, kind)?)),
+            kind,
             write: Mutex::new(()),
             commit: GroupCommit::default(),
             outcomes: outcomes::Outcomes::default(),
@@ -174,13 +186,14 @@ impl SledStore {
         if let Some(migrated) = store.migrate()? {
             tracing::info!("{migrated}");
         }
-        // Leases live in memory ([`leases`]); older versions wrote them. sled's directory lock
+        // Leases live in memory ([`leases`]); older versions wrote them. The engine's directory lock
         // means no other process holds one, so work they held is due again now.
         let cleared = store.clear_durable_leases()?;
         if cleared > 0 {
             tracing::info!("{cleared} deliveries held by a previous run are due again");
         }
         store.rebuild_heads()?;
+        tracing::debug!(dir = %dir.display(), engine = %kind, "the embedded store is open");
         let db = store.db()?;
         if db.get(key(SHOP, DEFAULT_SHOP.as_bytes()))?.is_none() {
             let shop = Shop::new(DEFAULT_SHOP, "Default shop", Timestamp::now());
@@ -256,7 +269,7 @@ impl SledStore {
     }
 
     /// The engine (a cheap handle).
-    fn db(&self) -> Result<::sled::Db, StoreError> {
+    fn db(&self) -> Result<Engine, StoreError> {
         self.db
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -299,7 +312,7 @@ impl SledStore {
     }
 
     /// Refuses writes while the data directory's disk has less than [`RESERVE_BYTES`] free:
-    /// stopping short of a full disk keeps sled from ever failing a write (after which it
+    /// stopping short of a full disk keeps the engine from ever failing a write (after which it
     /// refuses every write until reopened, and a flush may never return), so writes resume
     /// by themselves once there is room again. Free space is read at most every
     /// [`ROOM_CHECK_EVERY`].
@@ -371,7 +384,7 @@ impl SledStore {
     }
 
     /// Adds to the batch the new earliest entries of every queue it changes, then applies it.
-    fn commit(&self, db: &::sled::Db, mut w: Writes) -> Result<(), StoreError> {
+    fn commit(&self, db: &Engine, mut w: Writes) -> Result<(), StoreError> {
         for (integration, change) in std::mem::take(&mut w.queues) {
             let existing = db
                 .scan_prefix(queue_prefix(integration))
@@ -396,7 +409,7 @@ impl SledStore {
     /// Points the ready index of an integration at its earliest queue entry.
     fn set_head(
         &self,
-        db: &::sled::Db,
+        db: &Engine,
         w: &mut Writes,
         integration: Uuid,
         shop: &str,
@@ -426,7 +439,7 @@ impl SledStore {
     fn rebuild_heads(&self) -> Result<(), StoreError> {
         let _write = self.lock();
         let db = self.db()?;
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         for k in db.scan_prefix([READY]).keys() {
             batch.remove(k?);
         }
@@ -448,7 +461,7 @@ impl SledStore {
             let head = queue_entry_time(&k);
             if let Some(shop) = shops.get(&integration) {
                 batch.insert(ready_key(head, integration), shop.as_bytes());
-                batch.insert(key(HEAD, integration.as_bytes()), &head.0.to_be_bytes());
+                batch.insert(key(HEAD, integration.as_bytes()), head.0.to_be_bytes());
             }
             cursor = prefix_end(&queue_prefix(integration));
         }
@@ -468,7 +481,7 @@ impl SledStore {
     /// and removes the integration with its statistics. Under the write lock.
     fn remove_integration(
         &self,
-        db: &::sled::Db,
+        db: &Engine,
         integration: &Integration,
         reason: &str,
         now: Timestamp,
@@ -549,7 +562,7 @@ impl SledStore {
     /// An integration's queue, counted: due now, later, held by a worker, paused.
     fn integration_queue(
         &self,
-        db: &::sled::Db,
+        db: &Engine,
         integration: Uuid,
         now: Timestamp,
         in_flight: &leases::InFlight,
@@ -568,15 +581,6 @@ impl SledStore {
             paused: db.scan_prefix(key(PAUSED, integration.as_bytes())).count() as u64,
         })
     }
-}
-
-fn open_db(dir: &Path) -> Result<::sled::Db, StoreError> {
-    ::sled::Config::new()
-        .path(dir)
-        .cache_capacity(CACHE_BYTES)
-        .flush_every_ms(Some(FLUSH_EVERY_MS))
-        .open()
-        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", dir.display())))
 }
 
 /// Bytes free for unprivileged writes on the file system holding `dir`.
@@ -602,7 +606,7 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
 }
 
 #[async_trait::async_trait]
-impl Store for SledStore {
+impl Store for EmbeddedStore {
     async fn create_shop(&self, shop: &Shop) -> Result<bool, StoreError> {
         {
             let _write = self.writing()?;
@@ -683,7 +687,7 @@ impl Store for SledStore {
             for integration in &integrations {
                 ended += self.remove_integration(&db, integration, "the shop was deleted", now)?;
             }
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             for item in db.scan_prefix(shop_prefix(TOKEN_BY_SHOP, id)) {
                 let (k, hash) = item?;
                 batch.remove(key(TOKEN, &hash));
@@ -706,7 +710,7 @@ impl Store for SledStore {
     async fn create_token(&self, token: &ShopToken) -> Result<(), StoreError> {
         {
             let _write = self.writing()?;
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             batch.insert(key(TOKEN, token.hash.as_bytes()), encode(token));
             batch.insert(
                 token_by_shop_key(&token.shop, token.id),
@@ -758,7 +762,7 @@ impl Store for SledStore {
             let Some(hash) = db.get(token_by_shop_key(shop, id))? else {
                 return Ok(false);
             };
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             batch.remove(key(TOKEN, &hash));
             batch.remove(token_by_shop_key(shop, id));
             db.apply_batch(batch)?;
@@ -1222,7 +1226,7 @@ impl Store for SledStore {
         let mut start = vec![DELIVERY];
         loop {
             let _write = self.lock();
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             let mut seen = 0;
             for item in db.range(start.clone()..end.clone()).take(CHUNK) {
                 let (k, v) = item?;
@@ -1248,7 +1252,7 @@ impl Store for SledStore {
             }
         }
 
-        let old_events: Vec<(::sled::IVec, Uuid)> = db
+        let old_events: Vec<(engine::Bytes, Uuid)> = db
             .range(vec![RECEIVED]..key(RECEIVED, &cutoff.0.to_be_bytes()))
             .keys()
             .map(|k| {
@@ -1259,7 +1263,7 @@ impl Store for SledStore {
             .collect::<Result<_, StoreError>>()?;
         for chunk in old_events.chunks(CHUNK) {
             let _write = self.lock();
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             for (received_key, id) in chunk {
                 let record: Option<EventRecord> = self.get(&key(EVENT, id.as_bytes()), "event")?;
                 let mut alive = false;
@@ -1282,7 +1286,7 @@ impl Store for SledStore {
 
         {
             let _write = self.lock();
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             // Statistics past what the health route reads.
             let kept_from = stats_bucket(now.saturating_sub(STATS_KEPT));
             for integration in db.scan_prefix([LAST]).keys() {
@@ -1373,10 +1377,10 @@ impl Store for SledStore {
                 added_at: now,
                 bundled,
             };
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             batch.insert(key(COMPONENT, added.digest.as_bytes()), component);
             batch.insert(plugin_version_key(plugin, added.number), encode(&added));
-            batch.insert(active_key(plugin), &added.number.to_be_bytes());
+            batch.insert(active_key(plugin), added.number.to_be_bytes());
             batch.remove(removed_key(plugin));
             db.apply_batch(batch)?;
             added
@@ -1418,7 +1422,7 @@ impl Store for SledStore {
                 "the plugin `{plugin}` has no version {number}"
             )));
         }
-        db.insert(active_key(plugin), &number.to_be_bytes())?;
+        db.insert(active_key(plugin), number.to_be_bytes())?;
         self.durable().await?;
         self.signals.plugins_changed();
         Ok(())
@@ -1451,7 +1455,7 @@ impl Store for SledStore {
                     in_use.insert(version.digest);
                 }
             }
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             for version in &versions {
                 batch.remove(plugin_version_key(plugin, version.number));
                 if !in_use.contains(&version.digest) {
@@ -1480,7 +1484,7 @@ impl Store for SledStore {
     ) -> Result<(), StoreError> {
         {
             let _write = self.writing()?;
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             for integration in &integrations {
                 let k = integration_key(&integration.shop, integration.id);
                 let Some(mut current) = self.get::<Integration>(&k, "integration")? else {
@@ -1502,14 +1506,14 @@ impl Store for SledStore {
     async fn health(&self) -> Result<(), String> {
         self.room().map_err(|e| e.to_string())?;
         let db = self.db().map_err(|e| e.to_string())?;
-        // After a failed write sled refuses every later one until it is reopened, and says so
+        // After a failed write either engine refuses every later one until it is reopened, and says so
         // at once when a write asks for log space. (Not a flush: a flush can hang once the
         // disk has refused a write.)
         db.insert(
             key(META, HEALTH_PROBE.as_bytes()),
-            &Timestamp::now().0.to_be_bytes(),
+            Timestamp::now().0.to_be_bytes(),
         )
-        .map_err(|e| StoreError::from(e).to_string())?;
+        .map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -1532,8 +1536,8 @@ impl Store for SledStore {
         drop(old);
         let deadline = tokio::time::Instant::now() + REOPEN_PATIENCE;
         let reopened = loop {
-            let dir = self.dir.clone();
-            let opened = tokio::task::spawn_blocking(move || open_db(&dir))
+            let (dir, kind) = (self.dir.clone(), self.kind);
+            let opened = tokio::task::spawn_blocking(move || Engine::open(&dir, kind))
                 .await
                 .map_err(|e| StoreError::Backend(format!("the reopen was lost: {e}")))?;
             match opened {

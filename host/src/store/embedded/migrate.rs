@@ -9,8 +9,9 @@
 
 use uuid::Uuid;
 
+use super::engine::{Batch, Bytes};
 use super::keys::{self, *};
-use super::{SledStore, decode, encode};
+use super::{EmbeddedStore, decode, encode};
 use crate::model::{DEFAULT_SHOP, Delivery, DeliveryStatus, Integration};
 use crate::store::StoreError;
 
@@ -37,13 +38,14 @@ fn format_1_keys(d: &Delivery) -> Vec<Vec<u8>> {
     keys
 }
 
-impl SledStore {
+impl EmbeddedStore {
     /// Brings the store to [`keys::FORMAT`]; what it found, for the log.
     pub(super) fn migrate(&self) -> Result<Option<String>, StoreError> {
         let db = self.db()?;
         let format = db
             .get(key(META, FORMAT_META.as_bytes()))?
             .map(|v| String::from_utf8_lossy(&v).into_owned());
+        let empty = db.is_empty()?;
         match format.as_deref() {
             Some(keys::FORMAT) => return Ok(None),
             Some(other) => {
@@ -53,7 +55,7 @@ impl SledStore {
                     keys::FORMAT
                 )));
             }
-            None if db.is_empty() => {
+            None if empty => {
                 db.insert(key(META, FORMAT_META.as_bytes()), keys::FORMAT.as_bytes())?;
                 return Ok(None);
             }
@@ -62,7 +64,7 @@ impl SledStore {
 
         // Format 1. Integrations: keyed by id alone, now by shop.
         let mut integrations = 0;
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         for item in db.scan_prefix([INTEGRATION]) {
             let (k, v) = item?;
             if k.len() != 17 {
@@ -91,14 +93,14 @@ impl SledStore {
                     k
                 },
             );
-            let chunk: Vec<(sled::IVec, sled::IVec)> = db
+            let chunk: Vec<(Bytes, Bytes)> = db
                 .range(start..vec![DELIVERY + 1])
                 .take(CHUNK)
                 .collect::<Result<_, _>>()?;
             if chunk.is_empty() {
                 break;
             }
-            let mut batch = ::sled::Batch::default();
+            let mut batch = Batch::default();
             for (k, v) in &chunk {
                 let delivery: Delivery = decode(v, "delivery")?;
                 for old in format_1_keys(&delivery) {

@@ -2,7 +2,7 @@
 //!
 //! Each [`Store::record_attempt`] call queues its outcome and waits. The first caller that
 //! finds no write under way becomes the writer: it takes every outcome queued (up to
-//! [`BATCH`]), records them in one atomic sled batch — each outcome fenced on its own, each
+//! [`BATCH`]), records them in one atomic batch — each outcome fenced on its own, each
 //! integration's record, statistics bucket and last outcomes read once and written once —
 //! flushes it to disk (sharing the flush with ingest's [`GroupCommit`]), and only then
 //! answers every caller of the batch. Outcomes queued while it writes wait for the next turn,
@@ -14,7 +14,7 @@
 //! An outcome whose lease was lost gets [`StoreError::LeaseLost`] alone; when a batch fails
 //! for a reason one outcome can cause (a record that does not decode), its outcomes are
 //! written again one by one, so the bad one fails alone. This mirrors PostgreSQL's outcome
-//! writer (`store/postgres/outcomes.rs`), without a task of its own: sled stores are opened
+//! writer (`store/postgres/outcomes.rs`), without a task of its own: embedded stores are opened
 //! outside any runtime too (the CLI), so the writer is whichever caller's turn it is.
 //!
 //! The batch is applied, and its leases ended, before the writer's first `.await`. So a writer
@@ -22,7 +22,7 @@
 //! fails, leaves outcomes that are applied but not known to be on disk: its callers get
 //! [`StoreError::Unavailable`], and when they try again their lease is gone
 //! ([`StoreError::LeaseLost`], which the worker logs as an outcome it could not record). If
-//! the process then dies before sled's next flush, those deliveries are still queued on disk
+//! the process then dies before the engine's next flush, those deliveries are still queued on disk
 //! and are sent again (at-least-once).
 //!
 //! [`Store::record_attempt`]: crate::store::Store::record_attempt
@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::keys::*;
-use super::{SledStore, Writes, encode};
+use super::{EmbeddedStore, Writes, encode};
 use crate::model::*;
 use crate::store::StoreError;
 
@@ -67,7 +67,7 @@ impl Outcomes {
     }
 }
 
-impl SledStore {
+impl EmbeddedStore {
     /// Queues an outcome and waits until it is recorded and on disk, writing the queue's
     /// outcomes itself when it is this caller's turn.
     pub(super) async fn record_queued(
@@ -147,7 +147,7 @@ impl SledStore {
         results
     }
 
-    /// Applies `batch` in one atomic sled batch (nothing of it when it fails): each outcome's
+    /// Applies `batch` in one atomic batch (nothing of it when it fails): each outcome's
     /// result, [`StoreError::LeaseLost`] for those whose lease is no longer theirs.
     fn record(&self, batch: &[Pending]) -> Result<Vec<Result<Recorded, StoreError>>, StoreError> {
         let _write = self.writing()?;

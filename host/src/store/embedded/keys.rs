@@ -1,4 +1,4 @@
-//! The key layout of the sled store (format 2): one tree, keys prefixed by kind. Shop ids
+//! The key layout of the embedded store (format 2, the same on both engines): one keyspace, keys prefixed by kind. Shop ids
 //! never contain a NUL byte, so `shop ‖ 0` ends a shop id inside a key; ids are 16 bytes,
 //! times 8 bytes big-endian, so keys sort by them.
 //!

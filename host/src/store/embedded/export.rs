@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use super::engine::Engine;
 use super::keys::*;
-use super::{SledStore, StoreError, corrupt, decode};
+use super::{EmbeddedStore, StoreError, corrupt, decode};
 use crate::model::*;
 use crate::store::transfer::{Counts, Item};
 
@@ -17,7 +18,7 @@ fn engine_meta(name: &str) -> bool {
         || name.starts_with(REMOVED_PREFIX)
 }
 
-impl SledStore {
+impl EmbeddedStore {
     /// Every record, oldest kinds first: metadata, shops, tokens, integrations, components,
     /// plugin versions and states, statistics, then events one by one (each with its
     /// deliveries and their attempts), read as the iterator goes.
@@ -127,17 +128,21 @@ impl SledStore {
 
     /// What the store holds, counted from its keys.
     pub fn counts(&self) -> Result<Counts, StoreError> {
-        let db = self.db()?;
-        let count = |prefix: u8| db.scan_prefix([prefix]).keys().count() as u64;
-        Ok(Counts {
-            shops: count(SHOP),
-            tokens: count(TOKEN),
-            integrations: count(INTEGRATION),
-            events: count(EVENT),
-            deliveries: count(DELIVERY),
-            attempts: count(ATTEMPT),
-            plugin_versions: count(PLUGIN_VERSION),
-            components: count(COMPONENT),
-        })
+        counts_in(&self.db()?)
     }
+}
+
+/// What `db` holds, counted from its keys.
+pub(super) fn counts_in(db: &Engine) -> Result<Counts, StoreError> {
+    let count = |prefix: u8| db.scan_prefix([prefix]).keys().count() as u64;
+    Ok(Counts {
+        shops: count(SHOP),
+        tokens: count(TOKEN),
+        integrations: count(INTEGRATION),
+        events: count(EVENT),
+        deliveries: count(DELIVERY),
+        attempts: count(ATTEMPT),
+        plugin_versions: count(PLUGIN_VERSION),
+        components: count(COMPONENT),
+    })
 }

@@ -1,0 +1,149 @@
+//! Moving a data directory's store from one engine to the other (`canopy migrate-store --to
+//! redb`, or `--to sled`): both engines hold the same keys, so every key is copied as it is.
+//!
+//! The source is opened as a start of this release opens it (an older format is upgraded,
+//! the leases of the stopped server end), then copied into the new engine beside it: redb
+//! into `canopy.redb.partial`, sled into the directory itself, where its files are ignored
+//! while redb's file is there ([`EngineKind::found_in`]). The copy is flushed and counted
+//! (every kind of record, and every key) before anything is switched. The switch is one
+//! rename — redb's file into place, or out of the way — so a crash leaves either the old
+//! engine in use or the new one complete. The old engine's files are then set aside in a
+//! `<engine>-backup-<unix time>` directory beside them, for the user to remove.
+
+use std::path::{Path, PathBuf};
+
+use super::engine::{Batch, Engine, EngineKind, REDB_FILE};
+use super::export::counts_in;
+use super::{EmbeddedStore, StoreError};
+use crate::store::transfer::Counts;
+
+/// Keys per batch of the copy.
+const COPY_CHUNK: usize = 1_000;
+
+/// What a move between engines did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineMove {
+    pub from: EngineKind,
+    pub to: EngineKind,
+    /// What was moved (the same on both sides: the move fails otherwise).
+    pub counts: Counts,
+    /// Keys copied.
+    pub keys: u64,
+    /// Where the old engine's files now are.
+    pub backup: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// Moves the store in `dir` onto the engine `to`. The server must be stopped: the source
+    /// engine's lock refuses a running one's directory.
+    pub fn move_engine(dir: &Path, to: EngineKind) -> Result<EngineMove, StoreError> {
+        let from = EngineKind::found_in(dir).ok_or_else(|| {
+            StoreError::Rejected(format!("there is no store in {}", dir.display()))
+        })?;
+        if from == to {
+            return Err(StoreError::Rejected(format!(
+                "the store in {} is already on {to}",
+                dir.display()
+            )));
+        }
+        // Opened as a start opens it, then only its engine is kept (and closed before the switch).
+        let (counts, source) = {
+            let store = EmbeddedStore::open_on(dir, Some(from))?;
+            (store.counts()?, store.db()?)
+        };
+
+        let partial = dir.join(format!("{REDB_FILE}.partial"));
+        let target = match to {
+            EngineKind::Redb => {
+                remove_if_there(&partial)?;
+                Engine::open_redb(&partial)
+                    .map_err(|e| StoreError::Backend(format!("cannot create the redb file: {e}")))?
+            }
+            EngineKind::Sled => {
+                // What an earlier move that did not finish left (redb's file was still in
+                // place, so it was never used).
+                for file in EngineKind::sled_files(dir).map_err(io)? {
+                    remove_if_there(&file)?;
+                }
+                Engine::open(dir, EngineKind::Sled)?
+            }
+        };
+        let mut keys = 0u64;
+        let mut batch = Batch::default();
+        // Every key: they all start with an ASCII letter ([`super::keys`]).
+        for item in source.range(Vec::new()..vec![u8::MAX]) {
+            let (k, v) = item?;
+            batch.insert(k, v);
+            keys += 1;
+            if keys.is_multiple_of(COPY_CHUNK as u64) {
+                target.apply_batch(std::mem::take(&mut batch))?;
+            }
+        }
+        target.apply_batch(batch)?;
+        target.flush()?;
+        let copied = counts_in(&target)?;
+        let target_keys = target.range(Vec::new()..vec![u8::MAX]).count() as u64;
+        if copied != counts || target_keys != keys {
+            return Err(StoreError::Backend(format!(
+                "the copy holds different counts ({}; {target_keys} of {keys} keys): nothing \
+                 was switched",
+                counts.differences(&copied).join("; ")
+            )));
+        }
+        drop((source, target));
+
+        let backup = dir.join(format!(
+            "{from}-backup-{}",
+            crate::model::Timestamp::now().0 / 1000
+        ));
+        std::fs::create_dir(&backup).map_err(io)?;
+        match to {
+            EngineKind::Redb => {
+                // The switch: from here on the directory opens on redb.
+                std::fs::rename(&partial, dir.join(REDB_FILE)).map_err(io)?;
+                sync_dir(dir)?;
+                for file in EngineKind::sled_files(dir).map_err(io)? {
+                    let name = file
+                        .file_name()
+                        .expect("a file in the directory")
+                        .to_owned();
+                    std::fs::rename(&file, backup.join(name)).map_err(io)?;
+                }
+            }
+            EngineKind::Sled => {
+                // The switch: without redb's file the directory opens on sled.
+                std::fs::rename(dir.join(REDB_FILE), backup.join(REDB_FILE)).map_err(io)?;
+                sync_dir(dir)?;
+            }
+        }
+        Ok(EngineMove {
+            from,
+            to,
+            counts,
+            keys,
+            backup,
+        })
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    let removed = match path.is_dir() {
+        true => std::fs::remove_dir_all(path),
+        false => std::fs::remove_file(path),
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}
+
+fn io(e: std::io::Error) -> StoreError {
+    StoreError::Backend(format!("moving the store between engines: {e}"))
+}

@@ -1,0 +1,383 @@
+//! The key-value engine under the embedded store: **redb** for a new data directory, or
+//! **sled** for one an earlier release made. Both hold the same keys ([`keys`](super::keys))
+//! in one ordered keyspace, and the store above uses only what the two do alike: reads of a
+//! key, ordered ranges (forwards and backwards), atomic batches, single writes, and a flush
+//! that makes every write applied before it durable.
+//!
+//! Writes are applied at once and made durable by [`Engine::flush`], which the store's group
+//! commit shares among its callers: sled buffers its log and `flush` syncs it; redb commits
+//! each write without syncing ([`redb::Durability::None`]), and `flush` is an empty durable
+//! commit, which makes every commit before it durable. Writes nobody flushes (a token's last
+//! use) are flushed within [`FLUSH_EVERY`] on both: by sled's own thread, and by a thread of
+//! this module for redb.
+//!
+//! Which engine a directory holds is read from its files ([`EngineKind::found_in`]): redb keeps
+//! one file, [`REDB_FILE`]; sled keeps `conf`, `db`, `blobs/` and `snap.*`. redb was chosen on
+//! the measurements of `scripts/bench engines` (docs/PERFORMANCE.md): the store's own write
+//! pattern costs less than half the CPU on redb, and redb has no tombstones for the queue
+//! scans to skip. `canopy migrate-store --to redb` moves a sled directory over (and `--to
+//! sled` back).
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
+use crate::store::StoreError;
+
+/// A key or value read from the engine (sled's cheap shared buffer; redb's are copied in).
+pub type Bytes = ::sled::IVec;
+
+/// redb's file in the store directory.
+pub const REDB_FILE: &str = "canopy.redb";
+/// What sled keeps in the store directory.
+const SLED_FILES: [&str; 3] = ["conf", "db", "blobs"];
+/// The one table of a redb store: the whole keyspace.
+const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("canopy");
+/// sled's page cache. Its default (1 GiB) is far more than a delivery queue needs; 16 MiB
+/// instead of 64 lowered the peak RSS while 100,000 events were ingested (docs/PERFORMANCE.md).
+const SLED_CACHE_BYTES: u64 = 16 << 20;
+/// redb's page cache (its default is 1 GiB, too).
+const REDB_CACHE_BYTES: usize = 32 << 20;
+/// How soon a write nobody flushes is on disk anyway.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// The engines the embedded store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Redb,
+    Sled,
+}
+
+impl EngineKind {
+    /// The engine for a new data directory.
+    pub const NEW: EngineKind = EngineKind::Redb;
+
+    /// `redb` or `sled`, as `--store` and `migrate-store --to` name them.
+    pub fn parse(name: &str) -> Option<EngineKind> {
+        match name.trim() {
+            "redb" => Some(EngineKind::Redb),
+            "sled" => Some(EngineKind::Sled),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Redb => "redb",
+            EngineKind::Sled => "sled",
+        }
+    }
+
+    /// The engine whose files are in `dir`: `None` for a new or empty directory. redb's file
+    /// decides when both are there (a move between engines switches by renaming it).
+    pub fn found_in(dir: &Path) -> Option<EngineKind> {
+        if dir.join(REDB_FILE).is_file() {
+            Some(EngineKind::Redb)
+        } else if SLED_FILES.iter().any(|f| dir.join(f).exists()) {
+            Some(EngineKind::Sled)
+        } else {
+            None
+        }
+    }
+
+    /// sled's files in `dir` (what a move to redb sets aside, or a failed move to sled
+    /// leaves behind).
+    pub fn sled_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if SLED_FILES.contains(&name.as_ref()) || name.starts_with("snap.") {
+                files.push(dir.join(name.as_ref()));
+            }
+        }
+        Ok(files)
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An open engine: a cheap handle, shared by clones.
+#[derive(Clone)]
+pub enum Engine {
+    Sled(::sled::Db),
+    Redb(Arc<Redb>),
+}
+
+/// A redb database, and whether it holds commits not yet made durable.
+pub struct Redb {
+    db: redb::Database,
+    dirty: AtomicBool,
+}
+
+impl Drop for Redb {
+    fn drop(&mut self) {
+        // As sled does when its last handle goes.
+        if self.dirty.load(Ordering::SeqCst) {
+            let _ = durable_commit(&self.db);
+        }
+    }
+}
+
+/// Writes applied together, in order, atomically: all of them or none.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn insert(&mut self, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) {
+        self.ops
+            .push((k.as_ref().to_vec(), Some(v.as_ref().to_vec())));
+    }
+
+    pub fn remove(&mut self, k: impl AsRef<[u8]>) {
+        self.ops.push((k.as_ref().to_vec(), None));
+    }
+}
+
+/// Key-value pairs in key order (or reversed), read as the iterator goes. On redb it reads
+/// one snapshot; on sled, each step reads what is there when it gets to it.
+pub struct Iter(Box<dyn DoubleEndedIterator<Item = Result<(Bytes, Bytes), StoreError>> + Send>);
+
+impl Iterator for Iter {
+    type Item = Result<(Bytes, Bytes), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+impl DoubleEndedIterator for Iter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back()
+    }
+}
+
+impl Iter {
+    pub fn keys(self) -> impl DoubleEndedIterator<Item = Result<Bytes, StoreError>> {
+        self.map(|item| item.map(|(k, _)| k))
+    }
+
+    pub fn values(self) -> impl DoubleEndedIterator<Item = Result<Bytes, StoreError>> {
+        self.map(|item| item.map(|(_, v)| v))
+    }
+}
+
+impl Engine {
+    /// Opens the engine `kind` in `dir` (creating the directory and the store when new).
+    /// Either engine locks what it opens: a second process on the same data fails here.
+    pub fn open(dir: &Path, kind: EngineKind) -> Result<Engine, StoreError> {
+        let cannot = |e: &dyn std::fmt::Display| {
+            StoreError::Backend(format!("cannot open {}: {e}", dir.display()))
+        };
+        match kind {
+            EngineKind::Sled => ::sled::Config::new()
+                .path(dir)
+                .cache_capacity(SLED_CACHE_BYTES)
+                .flush_every_ms(Some(FLUSH_EVERY.as_millis() as u64))
+                .open()
+                .map(Engine::Sled)
+                .map_err(|e| cannot(&e)),
+            EngineKind::Redb => {
+                std::fs::create_dir_all(dir).map_err(|e| cannot(&e))?;
+                Engine::open_redb(&dir.join(REDB_FILE)).map_err(|e| cannot(&e))
+            }
+        }
+    }
+
+    /// Opens (or creates) the redb database at `file`, with its table, and starts the thread
+    /// that makes its writes durable when nobody else does.
+    pub fn open_redb(file: &Path) -> Result<Engine, redb::Error> {
+        let db = redb::Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(file)?;
+        let tx = db.begin_write()?;
+        tx.open_table(TABLE)?;
+        tx.commit()?;
+        let redb = Arc::new(Redb {
+            db,
+            dirty: AtomicBool::new(false),
+        });
+        let weak: Weak<Redb> = Arc::downgrade(&redb);
+        std::thread::Builder::new()
+            .name("canopy-redb-flush".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    let Some(redb) = weak.upgrade() else { return };
+                    if redb.dirty.swap(false, Ordering::SeqCst)
+                        && let Err(error) = durable_commit(&redb.db)
+                    {
+                        redb.dirty.store(true, Ordering::SeqCst);
+                        tracing::warn!(%error, "the store's periodic flush failed");
+                    }
+                }
+            })
+            .map_err(redb::Error::Io)?;
+        Ok(Engine::Redb(redb))
+    }
+
+    pub fn get(&self, k: impl AsRef<[u8]>) -> Result<Option<Bytes>, StoreError> {
+        match self {
+            Engine::Sled(db) => Ok(db.get(k)?),
+            Engine::Redb(r) => {
+                let table =
+                    r.db.begin_read()
+                        .map_err(fail)?
+                        .open_table(TABLE)
+                        .map_err(fail)?;
+                let value = table.get(k.as_ref()).map_err(fail)?;
+                Ok(value.map(|v| Bytes::from(v.value())))
+            }
+        }
+    }
+
+    pub fn contains_key(&self, k: impl AsRef<[u8]>) -> Result<bool, StoreError> {
+        Ok(self.get(k)?.is_some())
+    }
+
+    /// One key written on its own (atomically, like a batch of one).
+    pub fn insert(&self, k: impl AsRef<[u8]>, v: impl AsRef<[u8]>) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        batch.insert(k, v);
+        self.apply_batch(batch)
+    }
+
+    pub fn apply_batch(&self, batch: Batch) -> Result<(), StoreError> {
+        match self {
+            Engine::Sled(db) => {
+                let mut b = ::sled::Batch::default();
+                for (k, v) in batch.ops {
+                    match v {
+                        Some(v) => b.insert(k, v),
+                        None => b.remove(k),
+                    }
+                }
+                Ok(db.apply_batch(b)?)
+            }
+            Engine::Redb(r) => {
+                let mut tx = r.db.begin_write().map_err(fail)?;
+                tx.set_durability(redb::Durability::None).map_err(fail)?;
+                {
+                    let mut table = tx.open_table(TABLE).map_err(fail)?;
+                    for (k, v) in &batch.ops {
+                        match v {
+                            Some(v) => table.insert(k.as_slice(), v.as_slice()).map(drop),
+                            None => table.remove(k.as_slice()).map(drop),
+                        }
+                        .map_err(fail)?;
+                    }
+                }
+                tx.commit().map_err(fail)?;
+                r.dirty.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
+
+    /// The keys from `range.start` up to (not including) `range.end`.
+    pub fn range(&self, range: Range<Vec<u8>>) -> Iter {
+        match self {
+            Engine::Sled(db) => Iter(Box::new(db.range(range).map(|i| Ok(i?)))),
+            Engine::Redb(r) => {
+                let opened =
+                    r.db.begin_read()
+                        .map_err(fail)
+                        .and_then(|tx| tx.open_table(TABLE).map_err(fail))
+                        .and_then(|table| {
+                            table
+                                .range::<&[u8]>(range.start.as_slice()..range.end.as_slice())
+                                .map_err(fail)
+                        });
+                match opened {
+                    Ok(items) => Iter(Box::new(items.map(|item| {
+                        item.map(|(k, v)| (Bytes::from(k.value()), Bytes::from(v.value())))
+                            .map_err(fail)
+                    }))),
+                    Err(error) => Iter(Box::new(std::iter::once(Err(error)))),
+                }
+            }
+        }
+    }
+
+    /// The keys that start with `prefix`.
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Iter {
+        let prefix = prefix.as_ref();
+        match self {
+            Engine::Sled(db) => Iter(Box::new(db.scan_prefix(prefix).map(|i| Ok(i?)))),
+            Engine::Redb(_) => self.range(prefix.to_vec()..super::keys::prefix_end(prefix)),
+        }
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        match self {
+            Engine::Sled(db) => Ok(db.is_empty()),
+            Engine::Redb(r) => {
+                let table =
+                    r.db.begin_read()
+                        .map_err(fail)?
+                        .open_table(TABLE)
+                        .map_err(fail)?;
+                Ok(table.len().map_err(fail)? == 0)
+            }
+        }
+    }
+
+    /// Makes every write applied before the call durable (blocking: the caller runs it off
+    /// the async threads).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        match self {
+            Engine::Sled(db) => db.flush().map(drop).map_err(StoreError::from),
+            Engine::Redb(r) => {
+                // Cleared first: a write after this point sets it again for the next flush.
+                r.dirty.store(false, Ordering::SeqCst);
+                durable_commit(&r.db).inspect_err(|_| r.dirty.store(true, Ordering::SeqCst))
+            }
+        }
+    }
+}
+
+/// An empty durable commit: redb makes the non-durable commits before it durable with it.
+fn durable_commit(db: &redb::Database) -> Result<(), StoreError> {
+    let mut tx = db.begin_write().map_err(fail)?;
+    tx.set_durability(redb::Durability::Immediate)
+        .map_err(fail)?;
+    tx.commit().map_err(fail)
+}
+
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> StoreError {
+        match e {
+            // A full disk, or a write the file system refused: sled stops taking writes until
+            // it is reopened (see `recover`).
+            ::sled::Error::Io(e) => {
+                StoreError::Unavailable(format!("the data directory cannot be written: {e}"))
+            }
+            other => StoreError::Backend(other.to_string()),
+        }
+    }
+}
+
+/// A redb failure as the store reports it: an I/O error (a full disk) means the data
+/// directory cannot be written now — redb then refuses every write until it is reopened
+/// (`PreviousIo`), as sled does.
+fn fail(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Io(e) => {
+            StoreError::Unavailable(format!("the data directory cannot be written: {e}"))
+        }
+        redb::Error::PreviousIo => StoreError::Unavailable(
+            "the data directory could not be written, and the store must be reopened".into(),
+        ),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
