@@ -1,5 +1,5 @@
-//! The key-value engine under the embedded store: **redb** for a new data directory, or
-//! **sled** for one an earlier release made. Both hold the same keys ([`keys`](super::keys))
+//! The key-value engine under the embedded store: **sled** (the default, and the engine of
+//! every data directory earlier releases made) or **redb** (`--store redb`). Both hold the same keys ([`keys`](super::keys))
 //! in one ordered keyspace, and the store above uses only what the two do alike: reads of a
 //! key, ordered ranges (forwards and backwards), atomic batches, single writes, and a flush
 //! that makes every write applied before it durable.
@@ -12,16 +12,19 @@
 //! this module for redb.
 //!
 //! Which engine a directory holds is read from its files ([`EngineKind::found_in`]): redb keeps
-//! one file, [`REDB_FILE`]; sled keeps `conf`, `db`, `blobs/` and `snap.*`. redb was chosen on
-//! the measurements of `scripts/bench engines` (docs/PERFORMANCE.md): the store's own write
-//! pattern costs less than half the CPU on redb, and redb has no tombstones for the queue
-//! scans to skip. `canopy migrate-store --to redb` moves a sled directory over (and `--to
-//! sled` back).
+//! one file, [`REDB_FILE`]; sled keeps `conf`, `db`, `blobs/` and `snap.*`. redb was the
+//! candidate `scripts/bench engines` measured best for the store's scans (no tombstones; less
+//! than half sled's CPU on the store's own writes). End to end (docs/PERFORMANCE.md) the
+//! server on redb delivers about a quarter more per second for about a quarter less CPU, but
+//! acknowledges single events more slowly under a steady load: a durable commit holds redb's
+//! one writer for its page writes and sync, where sled keeps taking writes while it flushes.
+//! So sled stays the default and redb is offered. `canopy migrate-store --to redb` moves a
+//! sled directory over (and `--to sled` back).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTableMetadata};
@@ -53,8 +56,8 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
-    /// The engine for a new data directory.
-    pub const NEW: EngineKind = EngineKind::Redb;
+    /// The engine for a new data directory when none is asked for.
+    pub const NEW: EngineKind = EngineKind::Sled;
 
     /// `redb` or `sled`, as `--store` and `migrate-store --to` name them.
     pub fn parse(name: &str) -> Option<EngineKind> {
@@ -105,17 +108,35 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
-/// An open engine: a cheap handle, shared by clones.
+/// An open engine: a cheap handle, shared by clones. The engine closes (releasing its lock on
+/// the directory) when the last clone goes.
 #[derive(Clone)]
 pub enum Engine {
     Sled(::sled::Db),
-    Redb(Arc<Redb>),
+    Redb(Arc<RedbHandle>),
 }
 
 /// A redb database, and whether it holds commits not yet made durable.
 pub struct Redb {
     db: redb::Database,
     dirty: AtomicBool,
+}
+
+/// The store's handle on a redb database and its flush thread. When it goes, the thread is
+/// stopped and joined first, so the database is closed by then (a reopen right after finds
+/// its file free).
+pub struct RedbHandle {
+    redb: Arc<Redb>,
+    flusher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for RedbHandle {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.flusher.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Drop for Redb {
@@ -207,29 +228,33 @@ impl Engine {
             db,
             dirty: AtomicBool::new(false),
         });
-        let weak: Weak<Redb> = Arc::downgrade(&redb);
-        std::thread::Builder::new()
+        let (stop, stopped) = mpsc::channel::<()>();
+        let flushed = redb.clone();
+        let thread = std::thread::Builder::new()
             .name("canopy-redb-flush".into())
             .spawn(move || {
-                loop {
-                    std::thread::sleep(FLUSH_EVERY);
-                    let Some(redb) = weak.upgrade() else { return };
-                    if redb.dirty.swap(false, Ordering::SeqCst)
-                        && let Err(error) = durable_commit(&redb.db)
+                // Until the handle goes (the sender is dropped).
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
+                    if flushed.dirty.swap(false, Ordering::SeqCst)
+                        && let Err(error) = durable_commit(&flushed.db)
                     {
-                        redb.dirty.store(true, Ordering::SeqCst);
+                        flushed.dirty.store(true, Ordering::SeqCst);
                         tracing::warn!(%error, "the store's periodic flush failed");
                     }
                 }
             })
             .map_err(redb::Error::Io)?;
-        Ok(Engine::Redb(redb))
+        Ok(Engine::Redb(Arc::new(RedbHandle {
+            redb,
+            flusher: Some((stop, thread)),
+        })))
     }
 
     pub fn get(&self, k: impl AsRef<[u8]>) -> Result<Option<Bytes>, StoreError> {
         match self {
             Engine::Sled(db) => Ok(db.get(k)?),
-            Engine::Redb(r) => {
+            Engine::Redb(handle) => {
+                let r = &handle.redb;
                 let table =
                     r.db.begin_read()
                         .map_err(fail)?
@@ -264,7 +289,8 @@ impl Engine {
                 }
                 Ok(db.apply_batch(b)?)
             }
-            Engine::Redb(r) => {
+            Engine::Redb(handle) => {
+                let r = &handle.redb;
                 let mut tx = r.db.begin_write().map_err(fail)?;
                 tx.set_durability(redb::Durability::None).map_err(fail)?;
                 {
@@ -286,9 +312,13 @@ impl Engine {
 
     /// The keys from `range.start` up to (not including) `range.end`.
     pub fn range(&self, range: Range<Vec<u8>>) -> Iter {
+        if range.start >= range.end {
+            return Iter(Box::new(std::iter::empty()));
+        }
         match self {
             Engine::Sled(db) => Iter(Box::new(db.range(range).map(|i| Ok(i?)))),
-            Engine::Redb(r) => {
+            Engine::Redb(handle) => {
+                let r = &handle.redb;
                 let opened =
                     r.db.begin_read()
                         .map_err(fail)
@@ -321,7 +351,8 @@ impl Engine {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         match self {
             Engine::Sled(db) => Ok(db.is_empty()),
-            Engine::Redb(r) => {
+            Engine::Redb(handle) => {
+                let r = &handle.redb;
                 let table =
                     r.db.begin_read()
                         .map_err(fail)?
@@ -337,7 +368,8 @@ impl Engine {
     pub fn flush(&self) -> Result<(), StoreError> {
         match self {
             Engine::Sled(db) => db.flush().map(drop).map_err(StoreError::from),
-            Engine::Redb(r) => {
+            Engine::Redb(handle) => {
+                let r = &handle.redb;
                 // Cleared first: a write after this point sets it again for the next flush.
                 r.dirty.store(false, Ordering::SeqCst);
                 durable_commit(&r.db).inspect_err(|_| r.dirty.store(true, Ordering::SeqCst))
