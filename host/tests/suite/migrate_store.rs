@@ -82,6 +82,33 @@ async fn view(canopy: &Canopy, acme_admin: &str, open: &str) -> Vec<(String, Val
     seen
 }
 
+/// What a successful move of the [`install`] says (it names every record it moved, and
+/// `also`); its output.
+fn moved_all(moved: &std::process::Output, also: &[&str]) -> String {
+    let stdout = String::from_utf8_lossy(&moved.stdout).into_owned();
+    assert!(
+        moved.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let counted = [
+        "2 shops".to_owned(),
+        "3 integrations".to_owned(),
+        format!("{} events", EVENTS + 1),
+        format!("{} deliveries", EVENTS + 2),
+        format!("{} attempts", EVENTS + 1),
+        "the counts match".to_owned(),
+    ];
+    for said in counted
+        .iter()
+        .map(String::as_str)
+        .chain(also.iter().copied())
+    {
+        assert!(stdout.contains(said), "{said}: {stdout}");
+    }
+    stdout
+}
+
 fn migrate(from: &std::path::Path, to: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_canopy"))
         .args(["migrate-store", "--from"])
@@ -253,21 +280,7 @@ async fn an_install_moves_from_its_data_directory_into_postgresql() {
     } = install(dir.path(), None).await;
 
     // ---- the move ---------------------------------------------------------------------------
-    let moved = migrate(dir.path(), &database.url);
-    let stdout = String::from_utf8_lossy(&moved.stdout);
-    let stderr = String::from_utf8_lossy(&moved.stderr);
-    assert!(moved.status.success(), "{stdout}\n{stderr}");
-    for counted in [
-        "2 shops",
-        "2 tokens",
-        "3 integrations",
-        &format!("{} events", EVENTS + 1),
-        &format!("{} deliveries", EVENTS + 2),
-        &format!("{} attempts", EVENTS + 1),
-        "the counts match",
-    ] {
-        assert!(stdout.contains(counted), "{counted}: {stdout}");
-    }
+    moved_all(&migrate(dir.path(), &database.url), &["2 tokens"]);
     // Into a database that holds data: refused, nothing changed.
     let again = migrate(dir.path(), &database.url);
     assert!(!again.status.success());
@@ -395,23 +408,7 @@ async fn an_install_moves_from_sled_to_redb_and_back() {
 
     // ---- sled → redb --------------------------------------------------------------------
     let moved = migrate(dir.path(), "redb");
-    let stdout = String::from_utf8_lossy(&moved.stdout);
-    assert!(
-        moved.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&moved.stderr)
-    );
-    for said in [
-        "from sled to redb",
-        "2 shops",
-        "3 integrations",
-        &format!("{} events", EVENTS + 1),
-        &format!("{} deliveries", EVENTS + 2),
-        &format!("{} attempts", EVENTS + 1),
-        "the counts match",
-    ] {
-        assert!(stdout.contains(said), "{said}: {stdout}");
-    }
+    let stdout = moved_all(&moved, &["from sled to redb"]);
     assert_eq!(EngineKind::found_in(&store_dir), Some(EngineKind::Redb));
     // sled's files are set aside, whole, in the directory the command names.
     let backup = std::fs::read_dir(&store_dir)

@@ -102,15 +102,21 @@ impl EmbeddedStore {
                 // The switch: from here on the directory opens on redb.
                 std::fs::rename(&partial, dir.join(REDB_FILE)).map_err(io)?;
                 sync_dir(dir)?;
-                for file in EngineKind::sled_files(dir).map_err(io)? {
+                // The move is done; sled's files are only set aside. One that cannot be is
+                // left where it is, ignored beside redb's file (a move back removes it).
+                for file in EngineKind::sled_files(dir).unwrap_or_default() {
                     let name = file
                         .file_name()
                         .expect("a file in the directory")
                         .to_owned();
-                    std::fs::rename(&file, backup.join(name)).map_err(io)?;
+                    if let Err(error) = std::fs::rename(&file, backup.join(name)) {
+                        tracing::warn!(file = %file.display(), %error, "a sled file was not set aside");
+                    }
                 }
             }
             EngineKind::Sled => {
+                // sled's new files are on disk before the switch makes them the store.
+                sync_dir(dir)?;
                 // The switch: without redb's file the directory opens on sled.
                 std::fs::rename(dir.join(REDB_FILE), backup.join(REDB_FILE)).map_err(io)?;
                 sync_dir(dir)?;

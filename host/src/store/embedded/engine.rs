@@ -139,6 +139,17 @@ impl Drop for RedbHandle {
     }
 }
 
+impl Redb {
+    /// The table, as the last commit left it (a read transaction's snapshot).
+    fn table(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, StoreError> {
+        self.db
+            .begin_read()
+            .map_err(fail)?
+            .open_table(TABLE)
+            .map_err(fail)
+    }
+}
+
 impl Drop for Redb {
     fn drop(&mut self) {
         // As sled does when its last handle goes.
@@ -210,7 +221,17 @@ impl Engine {
                 .map_err(|e| cannot(&e)),
             EngineKind::Redb => {
                 std::fs::create_dir_all(dir).map_err(|e| cannot(&e))?;
-                Engine::open_redb(&dir.join(REDB_FILE)).map_err(|e| cannot(&e))
+                Engine::open_redb(&dir.join(REDB_FILE)).map_err(|e| match e {
+                    // A full disk (the repair after a crash writes), or the file still held
+                    // by the engine being replaced: it may open later ([`Store::recover`]
+                    // tries again rather than giving up).
+                    redb::Error::Io(_)
+                    | redb::Error::PreviousIo
+                    | redb::Error::DatabaseAlreadyOpen => {
+                        StoreError::Unavailable(format!("cannot open {}: {e}", dir.display()))
+                    }
+                    other => cannot(&other),
+                })
             }
         }
     }
@@ -233,13 +254,23 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("canopy-redb-flush".into())
             .spawn(move || {
+                // Whether the last flush failed: a failure is logged once, not five times a
+                // second while the disk stays full (the store reports it through `/healthz`).
+                let mut failing = false;
                 // Until the handle goes (the sender is dropped).
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
-                    if flushed.dirty.swap(false, Ordering::SeqCst)
-                        && let Err(error) = durable_commit(&flushed.db)
-                    {
-                        flushed.dirty.store(true, Ordering::SeqCst);
-                        tracing::warn!(%error, "the store's periodic flush failed");
+                    if !flushed.dirty.swap(false, Ordering::SeqCst) {
+                        continue;
+                    }
+                    match durable_commit(&flushed.db) {
+                        Ok(()) => failing = false,
+                        Err(error) => {
+                            flushed.dirty.store(true, Ordering::SeqCst);
+                            if !failing {
+                                tracing::warn!(%error, "the store's periodic flush failed");
+                            }
+                            failing = true;
+                        }
                     }
                 }
             })
@@ -254,13 +285,7 @@ impl Engine {
         match self {
             Engine::Sled(db) => Ok(db.get(k)?),
             Engine::Redb(handle) => {
-                let r = &handle.redb;
-                let table =
-                    r.db.begin_read()
-                        .map_err(fail)?
-                        .open_table(TABLE)
-                        .map_err(fail)?;
-                let value = table.get(k.as_ref()).map_err(fail)?;
+                let value = handle.redb.table()?.get(k.as_ref()).map_err(fail)?;
                 Ok(value.map(|v| Bytes::from(v.value())))
             }
         }
@@ -318,16 +343,11 @@ impl Engine {
         match self {
             Engine::Sled(db) => Iter(Box::new(db.range(range).map(|i| Ok(i?)))),
             Engine::Redb(handle) => {
-                let r = &handle.redb;
-                let opened =
-                    r.db.begin_read()
+                let opened = handle.redb.table().and_then(|table| {
+                    table
+                        .range::<&[u8]>(range.start.as_slice()..range.end.as_slice())
                         .map_err(fail)
-                        .and_then(|tx| tx.open_table(TABLE).map_err(fail))
-                        .and_then(|table| {
-                            table
-                                .range::<&[u8]>(range.start.as_slice()..range.end.as_slice())
-                                .map_err(fail)
-                        });
+                });
                 match opened {
                     Ok(items) => Iter(Box::new(items.map(|item| {
                         item.map(|(k, v)| (Bytes::from(k.value()), Bytes::from(v.value())))
@@ -351,15 +371,7 @@ impl Engine {
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         match self {
             Engine::Sled(db) => Ok(db.is_empty()),
-            Engine::Redb(handle) => {
-                let r = &handle.redb;
-                let table =
-                    r.db.begin_read()
-                        .map_err(fail)?
-                        .open_table(TABLE)
-                        .map_err(fail)?;
-                Ok(table.len().map_err(fail)? == 0)
-            }
+            Engine::Redb(handle) => Ok(handle.redb.table()?.len().map_err(fail)? == 0),
         }
     }
 
