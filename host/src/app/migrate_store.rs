@@ -115,16 +115,12 @@ pub async fn migrate_store(
 }
 
 /// Moves the store of the data directory `from` onto the engine `to`, in place (see
-/// [`EmbeddedStore::move_engine`]).
+/// [`EmbeddedStore::move_to`]).
 pub fn move_engine(from: &Path, to: EngineKind) -> Result<EngineMove, MigrateError> {
     let dir = from.join(STORE_DIR);
     if EngineKind::found_in(&dir).is_none() {
         return Err(MigrateError::NoDataDir(from.to_owned()));
     }
-    EmbeddedStore::move_engine(&dir, to).map_err(|e| match e {
-        StoreError::Backend(_) | StoreError::Unavailable(_) => {
-            MigrateError::Source(from.to_owned(), e)
-        }
-        other => MigrateError::Store(other),
-    })
+    let source = EmbeddedStore::open(&dir).map_err(|e| MigrateError::Source(from.to_owned(), e))?;
+    Ok(source.move_to(to)?)
 }

@@ -34,23 +34,20 @@ pub struct EngineMove {
 }
 
 impl EmbeddedStore {
-    /// Moves the store in `dir` onto the engine `to`. The server must be stopped: the source
-    /// engine's lock refuses a running one's directory.
-    pub fn move_engine(dir: &Path, to: EngineKind) -> Result<EngineMove, StoreError> {
-        let from = EngineKind::found_in(dir).ok_or_else(|| {
-            StoreError::Rejected(format!("there is no store in {}", dir.display()))
-        })?;
+    /// Moves this store (opened as a start opens it, by a process that is the only one on
+    /// the directory) onto the engine `to`, in place; the store is closed first.
+    pub fn move_to(self, to: EngineKind) -> Result<EngineMove, StoreError> {
+        let (from, dir) = (self.kind, self.dir.clone());
+        let dir = dir.as_path();
         if from == to {
             return Err(StoreError::Rejected(format!(
                 "the store in {} is already on {to}",
                 dir.display()
             )));
         }
-        // Opened as a start opens it, then only its engine is kept (and closed before the switch).
-        let (counts, source) = {
-            let store = EmbeddedStore::open_on(dir, Some(from))?;
-            (store.counts()?, store.db()?)
-        };
+        // Only its engine is kept (and closed before the switch).
+        let (counts, source) = (self.counts()?, self.db()?);
+        drop(self);
 
         let partial = dir.join(format!("{REDB_FILE}.partial"));
         let target = match to {

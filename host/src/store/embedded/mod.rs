@@ -1,7 +1,7 @@
 //! The embedded store: one ordered keyspace in the data directory (the layout is in [`keys`]),
-//! on sled (the default) or redb ([`engine`]). A record and the index
-//! keys derived from it are always written in one atomic batch (a batch survives a crash whole
-//! or not at all, on either engine): an event with its deliveries, a delivery with its queue and log keys, an
+//! on sled (the default) or redb ([`engine`]). A record and the index keys derived from it are
+//! always written in one atomic batch (a batch survives a crash whole or not at all, on either
+//! engine): an event with its deliveries, a delivery with its queue and log keys, an
 //! attempt with its delivery, its integration's failure count and statistics. Writes hold a
 //! short write lock, never across an `.await`; reads take none. Callers that need durability
 //! share flushes ([`GroupCommit`]). Older data directories are migrated at open
