@@ -35,7 +35,8 @@ pub struct EngineMove {
 
 impl EmbeddedStore {
     /// Moves this store (opened as a start opens it, by a process that is the only one on
-    /// the directory) onto the engine `to`, in place; the store is closed first.
+    /// the directory) onto the engine `to`, in place; its engine is closed before the
+    /// switch.
     pub fn move_to(self, to: EngineKind) -> Result<EngineMove, StoreError> {
         let (from, dir) = (self.kind, self.dir.clone());
         let dir = dir.as_path();
