@@ -109,6 +109,30 @@ fn moved_all(moved: &std::process::Output, also: &[&str]) -> String {
     stdout
 }
 
+/// Every view of `after` is the one of `before` (`what`: the move between them).
+fn assert_same_views(before: &[(String, Value)], after: &[(String, Value)], what: &str) {
+    assert_eq!(before.len(), after.len());
+    for ((path, was), (_, is)) in before.iter().zip(after) {
+        assert_eq!(was, is, "{path} differs after {what}");
+    }
+}
+
+/// An admin of acme asks for the failed delivery again; it succeeds (its detail).
+async fn retried(canopy: &Canopy, failed: &str, acme_admin: &str) -> Value {
+    let (status, _) = canopy
+        .call(
+            Method::POST,
+            &format!("/v1/shops/acme.example/deliveries/{failed}/retry"),
+            acme_admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    canopy
+        .delivery_with_status_in("acme.example", failed, "succeeded")
+        .await
+}
+
 fn migrate(from: &std::path::Path, to: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_canopy"))
         .args(["migrate-store", "--from"])
@@ -323,24 +347,10 @@ async fn an_install_moves_from_its_data_directory_into_postgresql() {
     )
     .await;
     let after = view(&new, &acme_admin, &released).await;
-    assert_eq!(before.len(), after.len());
-    for ((path, was), (_, is)) in before.iter().zip(&after) {
-        assert_eq!(was, is, "{path} differs after the move");
-    }
+    assert_same_views(&before, &after, "the move");
 
     // Open work carries on: the released delivery goes out, the failed one is retried.
-    let (status, _) = new
-        .call(
-            Method::POST,
-            &format!("/v1/shops/acme.example/deliveries/{failed}/retry"),
-            &acme_admin,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    let retried = new
-        .delivery_with_status_in("acme.example", &failed, "succeeded")
-        .await;
+    let retried = retried(&new, &failed, &acme_admin).await;
     assert_eq!(retried["attempts"].as_array().unwrap().len(), 2);
     let sent = new
         .delivery_with_status_in("acme.example", &released, "succeeded")
@@ -444,10 +454,7 @@ async fn an_install_moves_from_sled_to_redb_and_back() {
 
     let redb = on_its_engine(dir.path()).await;
     let after = view(&redb, &acme_admin, &released).await;
-    assert_eq!(before.len(), after.len());
-    for ((path, was), (_, is)) in before.iter().zip(&after) {
-        assert_eq!(was, is, "{path} differs after the move to redb");
-    }
+    assert_same_views(&before, &after, "the move to redb");
     // Open work carries on; the moved secret still signs.
     let sent = redb
         .delivery_with_status_in("acme.example", &released, "succeeded")
@@ -457,17 +464,7 @@ async fn an_install_moves_from_sled_to_redb_and_back() {
     redb.ingest_one(fresh("tier.changed")).await;
     let requests = received(&receiver, count + 1).await;
     assert!(header(requests.last().unwrap(), "webhook-signature").starts_with("v1,"));
-    let (status, _) = redb
-        .call(
-            Method::POST,
-            &format!("/v1/shops/acme.example/deliveries/{failed}/retry"),
-            &acme_admin,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    redb.delivery_with_status_in("acme.example", &failed, "succeeded")
-        .await;
+    retried(&redb, &failed, &acme_admin).await;
     let on_redb = view(&redb, &acme_admin, &released).await;
     redb.stop().await;
 
@@ -487,9 +484,6 @@ async fn an_install_moves_from_sled_to_redb_and_back() {
     assert_eq!(EngineKind::found_in(&store_dir), Some(EngineKind::Sled));
     let sled = on_its_engine(dir.path()).await;
     let on_sled = view(&sled, &acme_admin, &released).await;
-    assert_eq!(on_redb.len(), on_sled.len());
-    for ((path, was), (_, is)) in on_redb.iter().zip(&on_sled) {
-        assert_eq!(was, is, "{path} differs after the move back to sled");
-    }
+    assert_same_views(&on_redb, &on_sled, "the move back to sled");
     sled.stop().await;
 }
