@@ -679,6 +679,31 @@ fn webhook_sends_default_headers_signatures_and_encoded_url_variables() {
                 .all(|s| !matches!(s, Segment::Secret(n) if n == "webhook_secret"))
         }));
     }
+
+    // A URL without template syntax is sent as written (it skips rendering); one with a
+    // comment, or a line break at its end, is still rendered.
+    for (url, sent) in [
+        (
+            "https://hooks.example.com/in/a%20b?x={y}&z=1",
+            "https://hooks.example.com/in/a%20b?x={y}&z=1",
+        ),
+        (
+            "https://hooks.example.com/in{# note #}/x",
+            "https://hooks.example.com/in/x",
+        ),
+        (
+            "https://hooks.example.com/in\n",
+            "https://hooks.example.com/in",
+        ),
+    ] {
+        let request = &transform(
+            &hook,
+            EventKind::TierChanged.sample_json(),
+            &config_with(json!({ "url": url }), &[]),
+        )
+        .unwrap()[0];
+        assert_eq!(request.url, sent, "{url:?}");
+    }
 }
 
 #[test]

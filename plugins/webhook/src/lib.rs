@@ -100,6 +100,13 @@ fn authority_is_static(url: &str) -> bool {
     !authority.is_empty() && !["{{", "{%", "{#"].iter().any(|t| authority.contains(t))
 }
 
+/// Whether a URL is a template: text without template syntax (or a trailing line break,
+/// which rendering drops) is sent as written, without building the template context, the
+/// most expensive part of a transform.
+fn url_is_template(url: &str) -> bool {
+    ["{{", "{%", "{#"].iter().any(|t| url.contains(t)) || url.ends_with('\n')
+}
+
 /// Whether a header value can be sent as written: visible ASCII, spaces and tabs, or UTF-8
 /// text, but no control characters (a line break would end the header).
 fn valid_header_value(value: &str) -> bool {
@@ -122,7 +129,10 @@ impl WebhookSettings {
                     URL,
                     "Webhook URL must name its host without variables (variables may follow in the path or query)",
                 ));
-            } else if let Err(e) = url_environment().template_from_str(&url) {
+            } else if let Some(e) = url_is_template(&url)
+                .then(|| url_environment().template_from_str(&url).err())
+                .flatten()
+            {
                 errors.push(Config::error(
                     URL,
                     format!("Webhook URL {}", describe_template_error(&url, &e)),
@@ -504,14 +514,18 @@ impl Destination for Webhook {
             let messages: Vec<String> = errors.into_iter().map(|e| e.message).collect();
             Refusal::InvalidConfig(messages.join("; "))
         })?;
-        let url = url_environment()
-            .render_str(&hook.url, context(event))
-            .map_err(|e| {
-                Refusal::InvalidConfig(format!(
-                    "Webhook URL {}",
-                    describe_template_error(&hook.url, &e)
-                ))
-            })?;
+        let url = if url_is_template(&hook.url) {
+            url_environment()
+                .render_str(&hook.url, context(event))
+                .map_err(|e| {
+                    Refusal::InvalidConfig(format!(
+                        "Webhook URL {}",
+                        describe_template_error(&hook.url, &e)
+                    ))
+                })?
+        } else {
+            hook.url
+        };
         // A variable that fills a whole path segment with `.` or `..` cannot be sent as such:
         // every URL parser removes dot segments, even percent-encoded ones, and the request
         // would go to another path. This event cannot be delivered to this URL.
