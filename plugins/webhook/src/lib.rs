@@ -42,6 +42,9 @@ const METHODS: &[&str] = &["POST", "PUT", "PATCH"];
 const AUTH_METHODS: &[&str] = &["none", "hmac", "bearer", "x-token", "custom-header"];
 const SIGNATURE_HEADER: &str = "X-LoyaltyTree-Signature";
 
+/// The settings form, built once per instance: every `transform` checks the required ones.
+static SETTINGS: std::sync::LazyLock<Vec<SettingSpec>> = std::sync::LazyLock::new(settings);
+
 fn settings() -> Vec<SettingSpec> {
     vec![
         Setting::url(URL, "Webhook URL")
@@ -116,7 +119,7 @@ fn valid_header_value(value: &str) -> bool {
 impl WebhookSettings {
     /// Reads and checks the settings: what could be read, and every problem found.
     fn read(config: &Config) -> (WebhookSettings, Vec<ConfigError>) {
-        let mut errors = config.missing_required(&settings());
+        let mut errors = config.missing_required(&SETTINGS);
         let url = config.text(URL).unwrap_or_default().to_owned();
         if !url.is_empty() {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
