@@ -100,14 +100,19 @@ fn authority_is_static(url: &str) -> bool {
     // Not split at `#`: template comments and blocks contain it.
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    !authority.is_empty() && !["{{", "{%", "{#"].iter().any(|t| authority.contains(t))
+    !authority.is_empty() && !has_template_syntax(authority)
+}
+
+/// Whether text holds a template variable, block or comment.
+fn has_template_syntax(text: &str) -> bool {
+    ["{{", "{%", "{#"].iter().any(|t| text.contains(t))
 }
 
 /// Whether a URL is a template: text without template syntax (or a trailing line break,
 /// which rendering drops) is sent as written, without building the template context, the
 /// most expensive part of a transform.
 fn url_is_template(url: &str) -> bool {
-    ["{{", "{%", "{#"].iter().any(|t| url.contains(t)) || url.ends_with('\n')
+    has_template_syntax(url) || url.ends_with('\n')
 }
 
 /// Whether a header value can be sent as written: visible ASCII, spaces and tabs, or UTF-8
