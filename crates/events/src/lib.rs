@@ -310,4 +310,51 @@ mod tests {
             "in the order sent"
         );
     }
+
+    /// The rules of the envelope's named fields, and of the others: which errors, which order,
+    /// which value of a repeated field (ingest answers with these errors; plugins rely on the
+    /// order).
+    #[test]
+    fn named_fields_are_checked_and_other_fields_kept_in_order() {
+        let err = |text: &str| Event::from_json(text).unwrap_err().to_string();
+        assert!(err(r#"{"timestamp":"t"}"#).starts_with("missing field `event`"));
+        assert!(err(r#"{"event":"tier.changed"}"#).starts_with("missing field `timestamp`"));
+        assert!(
+            err(r#"{"event":"tier.changed","timestamp":"t","event":"tier.changed"}"#)
+                .starts_with("duplicate field `event`")
+        );
+        assert!(
+            err(r#"{"event":"tier.changed","timestamp":"t","customer":{"email":"a","email":"b"}}"#)
+                .starts_with("duplicate field `email`")
+        );
+        assert!(
+            err(r#"{"event":"tier.changed","timestamp":"t","customer":null}"#)
+                .contains("expected struct Customer")
+        );
+        assert!(err(r#"{"event":"seeds.lost","timestamp":"t"}"#).contains("unknown event type"));
+        assert!(err("[]").contains("expected struct Event"));
+        assert!(
+            err(r#"{"event":"tier.changed","timestamp":"t","customer":{"shopify_customer_id":true}}"#)
+                .contains("shopify_customer_id must be a string or a number")
+        );
+
+        let event = Event::from_json(
+            r#"{"a":1,"event":"tier.changed","id":null,"b":{"c":[2.50,98765432109876543210987]},"timestamp":"t","a":3,
+            "customer":{"x":1,"shopify_customer_id":123456789012345678901234567890,"x":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(event.id, None);
+        let keys: Vec<_> = event.fields.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(event.fields["a"], Value::from(3));
+        assert_eq!(
+            event.fields["b"].to_string(),
+            r#"{"c":[2.50,98765432109876543210987]}"#
+        );
+        assert_eq!(event.customer.extra["x"], Value::from(2));
+        assert_eq!(
+            event.customer.shopify_customer_id.as_deref(),
+            Some("123456789012345678901234567890")
+        );
+    }
 }
