@@ -681,7 +681,8 @@ fn webhook_sends_default_headers_signatures_and_encoded_url_variables() {
     }
 
     // A URL without template syntax is sent as written (it skips rendering); one with a
-    // comment, or a line break at its end, is still rendered.
+    // comment is still rendered; a line break or carriage return at the end of the setting
+    // is trimmed when it is read, either way.
     for (url, sent) in [
         (
             "https://hooks.example.com/in/a%20b?x={y}&z=1",
@@ -693,6 +694,10 @@ fn webhook_sends_default_headers_signatures_and_encoded_url_variables() {
         ),
         (
             "https://hooks.example.com/in\n",
+            "https://hooks.example.com/in",
+        ),
+        (
+            "https://hooks.example.com/in\r",
             "https://hooks.example.com/in",
         ),
     ] {

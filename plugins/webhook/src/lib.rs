@@ -103,16 +103,12 @@ fn authority_is_static(url: &str) -> bool {
     !authority.is_empty() && !has_template_syntax(authority)
 }
 
-/// Whether text holds a template variable, block or comment.
+/// Whether text holds a template variable, block or comment. A URL without any is sent as
+/// written, without building the template context (the most expensive part of a
+/// `transform`): rendering gives such text back unchanged (the setting is read trimmed, so
+/// no trailing line break, which rendering would drop, reaches it).
 fn has_template_syntax(text: &str) -> bool {
     ["{{", "{%", "{#"].iter().any(|t| text.contains(t))
-}
-
-/// Whether a URL is a template: text without template syntax (or a trailing line break,
-/// which rendering drops) is sent as written, without building the template context, the
-/// most expensive part of a transform.
-fn url_is_template(url: &str) -> bool {
-    has_template_syntax(url) || url.ends_with('\n')
 }
 
 /// Whether a header value can be sent as written: visible ASCII, spaces and tabs, or UTF-8
@@ -137,7 +133,7 @@ impl WebhookSettings {
                     URL,
                     "Webhook URL must name its host without variables (variables may follow in the path or query)",
                 ));
-            } else if let Some(e) = url_is_template(&url)
+            } else if let Some(e) = has_template_syntax(&url)
                 .then(|| url_environment().template_from_str(&url).err())
                 .flatten()
             {
@@ -522,7 +518,7 @@ impl Destination for Webhook {
             let messages: Vec<String> = errors.into_iter().map(|e| e.message).collect();
             Refusal::InvalidConfig(messages.join("; "))
         })?;
-        let url = if url_is_template(&hook.url) {
+        let url = if has_template_syntax(&hook.url) {
             url_environment()
                 .render_str(&hook.url, context(event))
                 .map_err(|e| {
