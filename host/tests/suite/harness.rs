@@ -277,6 +277,24 @@ impl Canopy {
         response.text().await.unwrap()
     }
 
+    /// Waits until the `/metrics` text holds every one of `lines`, and returns it. A worker
+    /// counts an outcome once the store has it on disk, which is after the API shows it.
+    pub async fn metrics_containing(&self, lines: &[&str]) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let metrics = self.metrics().await;
+            let missing: Vec<&&str> = lines.iter().filter(|l| !metrics.contains(**l)).collect();
+            if missing.is_empty() {
+                return metrics;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{missing:?} missing from:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Ingests one event and returns the id of its only delivery.
     pub async fn ingest_one(&self, event: Value) -> String {
         let (status, answer) = self.ingest(event).await;

@@ -497,24 +497,15 @@ async fn batches_fan_out_and_metrics_count_them() {
             .delivery_with_status(answer["deliveries"][0]["id"].as_str().unwrap(), "succeeded")
             .await;
     }
-    let metrics = canopy
-        .client
-        .get(format!("{}/metrics", canopy.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
-        "canopy_events_ingested_total 3",
-        "canopy_deliveries_total{status=\"succeeded\"} 3",
-        "canopy_queue_depth{state=\"due\"} 0",
-        "canopy_attempt_duration_seconds_count{plugin=\"webhook\"} 3",
-        "canopy_plugin_call_duration_seconds_count{plugin=\"webhook\",call=\"transform\"} 3",
-    ] {
-        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
-    }
+    canopy
+        .metrics_containing(&[
+            "canopy_events_ingested_total 3",
+            "canopy_deliveries_total{status=\"succeeded\"} 3",
+            "canopy_queue_depth{state=\"due\"} 0",
+            "canopy_attempt_duration_seconds_count{plugin=\"webhook\"} 3",
+            "canopy_plugin_call_duration_seconds_count{plugin=\"webhook\",call=\"transform\"} 3",
+        ])
+        .await;
     canopy.stop().await;
 }
 
