@@ -133,9 +133,8 @@ impl WebhookSettings {
                     URL,
                     "Webhook URL must name its host without variables (variables may follow in the path or query)",
                 ));
-            } else if let Some(e) = has_template_syntax(&url)
-                .then(|| url_environment().template_from_str(&url).err())
-                .flatten()
+            } else if has_template_syntax(&url)
+                && let Err(e) = url_environment().template_from_str(&url)
             {
                 errors.push(Config::error(
                     URL,
