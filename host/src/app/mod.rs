@@ -145,6 +145,7 @@ impl App {
             },
             metrics: metrics.clone(),
             clock: clock.clone(),
+            integrations: Default::default(),
         });
         Ok(App {
             config,

@@ -1,7 +1,7 @@
 //! Delivery: from a queued delivery to a recorded outcome.
 //!
 //! - [`scheduler`] claims due deliveries under a lease and runs them on bounded workers.
-//! - [`worker`] runs one attempt: plugin `transform` → [`request`] (secrets filled in,
+//! - [`worker`] runs one attempt (the integration as [`integrations`] keeps it in memory): plugin `transform` → [`request`] (secrets filled in,
 //!   declared-host check, signatures, a redacted copy for the log) → [`sender`] (HTTP with
 //!   the internal-address guard and the egress override) → plugin `interpret` →
 //!   [`outcome`] → the attempt recorded.
@@ -9,6 +9,7 @@
 //!   [`egress`] says where requests may go.
 
 pub mod egress;
+pub mod integrations;
 pub mod outcome;
 pub mod rate;
 pub mod request;

@@ -17,6 +17,7 @@ use std::time::Instant;
 use canopy_events::EventKind;
 use uuid::Uuid;
 
+use super::integrations::{Integrations, Ready};
 use super::outcome::{AttemptResult, decide, default_verdict};
 use super::request::{self, prepare};
 use super::retry::RetrySchedule;
@@ -57,6 +58,8 @@ pub struct Worker {
     pub metrics: Arc<Metrics>,
     /// Where attempts take their time (a manual clock in tests).
     pub clock: Clock,
+    /// Integrations read, with their configuration and opened secrets, kept between attempts.
+    pub integrations: Integrations,
 }
 
 /// What a Test send came to.
@@ -128,9 +131,14 @@ impl Worker {
             return Err(StoreError::LeaseLost(delivery.id));
         };
         let now = self.clock.now();
-        let Some(integration) = self
-            .store
-            .integration(&delivery.shop, delivery.integration_id)
+        let Some(ready) = self
+            .integrations
+            .get(
+                &*self.store,
+                &self.key,
+                &delivery.shop,
+                delivery.integration_id,
+            )
             .await?
         else {
             let failed = AttemptResult::Failed {
@@ -139,6 +147,7 @@ impl Worker {
             let tried = Tried::without_request(failed, "");
             return self.finish(&delivery, tried, now, Instant::now()).await;
         };
+        let integration = &ready.integration;
         if !integration.enabled {
             let reason = integration
                 .disabled_reason
@@ -167,7 +176,7 @@ impl Worker {
         let started = Instant::now();
         let delivery_id = delivery.id.to_string();
         let tried = self
-            .attempt(&delivery_id, &integration, plugin, event_json, now)
+            .attempt(&delivery_id, &ready, plugin, event_json, now)
             .await;
         self.finish(&delivery, tried, now, started).await
     }
@@ -238,8 +247,8 @@ impl Worker {
         let started = Instant::now();
         let tried = match self.plugins.get(&integration.plugin) {
             Some(plugin) => {
-                self.attempt(&id, integration, plugin, event_json, now)
-                    .await
+                let ready = Ready::new(integration.clone(), &self.key);
+                self.attempt(&id, &ready, plugin, event_json, now).await
             }
             None => Tried::without_request(
                 AttemptResult::Failed {
@@ -267,11 +276,12 @@ impl Worker {
     async fn attempt(
         &self,
         delivery_id: &str,
-        integration: &Integration,
+        ready: &Ready,
         plugin: Arc<Plugin>,
         event_json: String,
         now: Timestamp,
     ) -> Tried {
+        let integration = &ready.integration;
         let version = plugin.info().version.clone();
         let fail = |reason: String, exchanges| Tried {
             result: AttemptResult::Failed { reason },
@@ -279,7 +289,7 @@ impl Worker {
             exchanges,
             plugin_version: version.clone(),
         };
-        let requests = match self.transform(&plugin, integration, event_json).await {
+        let requests = match self.transform(&plugin, ready, event_json).await {
             Ok(Ok(requests)) if requests.is_empty() => {
                 let skipped = AttemptResult::Skipped {
                     reason: "the plugin produced no request for this event".into(),
@@ -301,9 +311,9 @@ impl Worker {
             }
             Err(error) => return fail(format!("plugin error: {error}"), vec![]),
         };
-        let secrets = match open_secrets(&self.key, integration) {
+        let secrets = match &ready.secrets {
             Ok(secrets) => secrets,
-            Err(error) => return fail(error, vec![]),
+            Err(error) => return fail(error.clone(), vec![]),
         };
 
         let mut exchanges = Vec::with_capacity(requests.len());
@@ -313,7 +323,7 @@ impl Worker {
                 timestamp: now.unix_seconds(),
             };
             let allowed = &plugin.info().allowed_hosts;
-            let prepared = match prepare(request, &secrets, allowed, &integration.settings, attempt)
+            let prepared = match prepare(request, secrets, allowed, &integration.settings, attempt)
             {
                 Ok(prepared) => prepared,
                 Err(error) => {
@@ -395,14 +405,13 @@ impl Worker {
     async fn transform(
         &self,
         plugin: &Arc<Plugin>,
-        integration: &Integration,
+        ready: &Ready,
         event_json: String,
     ) -> Result<Result<Vec<PluginRequest>, Refusal>, PluginError> {
-        let config = plugin_config(integration);
-        let scope = integration.id.to_string();
+        let scope = ready.integration.id.to_string();
         let call = plugin
             .clone()
-            .transform_async(scope, event_json, config)
+            .transform_async(scope, event_json, ready.config.clone())
             .await?;
         self.metrics
             .plugin_call(plugin.id(), "transform", call.usage.duration);

@@ -226,7 +226,7 @@ impl Plugin {
         self: Arc<Self>,
         scope: String,
         event_json: String,
-        config: PluginConfig,
+        config: Arc<PluginConfig>,
     ) -> Result<Call<Result<Vec<PluginRequest>, Refusal>>, PluginError> {
         self.run(move |plugin, ticks| {
             plugin.transform_within(Scope::Integration(&scope), &event_json, &config, ticks)

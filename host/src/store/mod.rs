@@ -58,11 +58,14 @@ pub enum StoreError {
 }
 
 /// How a store wakes whoever waits on it: the scheduler when work becomes claimable, the
-/// plugin registry when plugin versions change. A backend raises them after its writes (and,
-/// for PostgreSQL, when another node's notification arrives).
+/// plugin registry when plugin versions change, the workers' cache of integrations when an
+/// integration changes. A backend raises them after its writes (and, for PostgreSQL, when
+/// another node's notification arrives).
 pub struct Signals {
     work: tokio::sync::Notify,
     plugins: tokio::sync::watch::Sender<u64>,
+    /// Raised after every write of an integration record ([`Signals::integrations_changed`]).
+    integrations: std::sync::atomic::AtomicU64,
     /// Outcomes handed to [`Store::record_attempt`] and not yet answered.
     outcomes: std::sync::atomic::AtomicU64,
 }
@@ -72,6 +75,7 @@ impl Default for Signals {
         Signals {
             work: tokio::sync::Notify::new(),
             plugins: tokio::sync::watch::Sender::new(0),
+            integrations: std::sync::atomic::AtomicU64::new(0),
             outcomes: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -103,6 +107,20 @@ impl Signals {
     /// Plugin versions were added, activated or deleted.
     pub fn plugins_changed(&self) {
         self.plugins.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// An integration record was written (created, changed — by the API, by an outcome that
+    /// counts against it, by a rekey —, or removed), or may have been without this process
+    /// hearing of it. Raised once the write is visible to reads.
+    pub fn integrations_changed(&self) {
+        self.integrations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Changes whenever [`Signals::integrations_changed`] is raised: what was read of an
+    /// integration before it last changed is no longer current.
+    pub fn integrations_generation(&self) -> u64 {
+        self.integrations.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// An outcome is being recorded until the guard is dropped.

@@ -2,7 +2,7 @@
 //! system. Events are ingested through all three while one node is killed with SIGKILL; every
 //! acknowledged delivery reaches the receiver, and none twice except attempts that were in
 //! flight on the killed node. A plugin uploaded on one node is in use on the others within a
-//! second.
+//! second, and so is an integration changed on one node (the others keep it in memory).
 
 use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
@@ -228,5 +228,80 @@ async fn three_nodes_deliver_everything_once_through_a_sigkill() {
         twice.len() <= WORKERS && twice.iter().all(|(_, n)| **n == 2),
         "only attempts in flight on the killed node may be sent again: {twice:?}"
     );
-    drop((one, two));
+
+    // An integration changed on node 1 is what node 2 sends with next, within a second,
+    // though node 2's workers hold it in memory: node 1 tells node 2 (and then stops, so
+    // that node 2 makes every attempt from here on).
+    let moved = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&moved)
+        .await;
+    let (_, list) = one
+        .call(Method::GET, "/v1/integrations", ADMIN_TOKEN, None)
+        .await;
+    let integration = list["integrations"][0]["id"].as_str().unwrap().to_owned();
+    let (status, body) = one
+        .call(
+            Method::PATCH,
+            &format!("/v1/integrations/{integration}"),
+            ADMIN_TOKEN,
+            Some(json!({"settings": {"url": format!("{}/moved", moved.uri())}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let changed = Instant::now();
+    drop(one);
+    let deliver = || async {
+        let (status, answer) = two
+            .call(
+                Method::POST,
+                "/v1/events",
+                INGEST_TOKEN,
+                Some(json!({ "events": [fresh("tier.changed")] })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        let id = answer["events"][0]["deliveries"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, body) = two
+                .call(
+                    Method::GET,
+                    &format!("/v1/deliveries/{id}"),
+                    ADMIN_TOKEN,
+                    None,
+                )
+                .await;
+            if body["status"] == "succeeded" {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "{body}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    loop {
+        let id = deliver().await;
+        if sent(&moved).await.contains_key(&id) {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "node 2 still sent to the old address a second after the change"
+        );
+    }
+    let before = sent(&receiver).await.len();
+    for _ in 0..5 {
+        let id = deliver().await;
+        assert!(sent(&moved).await.contains_key(&id));
+    }
+    assert_eq!(
+        sent(&receiver).await.len(),
+        before,
+        "nothing more went to the old address"
+    );
+    drop(two);
 }

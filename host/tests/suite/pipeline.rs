@@ -337,6 +337,57 @@ fn webhook_to(receiver: &MockServer, path: &str) -> Value {
     })
 }
 
+/// Workers keep integrations in memory between attempts (with their secrets opened): the
+/// attempt after a change through the API uses the new settings and the new secret.
+#[tokio::test]
+async fn the_attempt_after_a_change_uses_what_the_api_saved() {
+    const FIRST: &str = "whsec-first-0123456789abcdef";
+    const SECOND: &str = "whsec-second-0123456789abcdef";
+    let (first, second) = (accepting(200).await, accepting(200).await);
+    let canopy = Canopy::start(|_| {}).await;
+    let mut hook = webhook_to(&first, "/first");
+    hook["secrets"] = json!({ "webhook_secret": FIRST });
+    let integration = canopy.integration(hook).await;
+    for _ in 0..2 {
+        let delivery = canopy.ingest_one(fresh("tier.changed")).await;
+        canopy.delivery_with_status(&delivery, "succeeded").await;
+    }
+    for request in received(&first, 2).await {
+        assert_eq!(
+            header(&request, "X-LoyaltyTree-Signature"),
+            hex_hmac(FIRST.as_bytes(), &request.body)
+        );
+    }
+
+    let (status, changed) = canopy
+        .admin(
+            Method::PATCH,
+            &format!("/v1/integrations/{integration}"),
+            Some(json!({
+                "settings": {"url": format!("{}/second", second.uri())},
+                "secrets": {"webhook_secret": SECOND},
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    let delivery = canopy.ingest_one(fresh("tier.changed")).await;
+    canopy.delivery_with_status(&delivery, "succeeded").await;
+    let sent = received(&second, 1).await;
+    assert_eq!(sent[0].url.path(), "/second");
+    assert_eq!(header(&sent[0], "webhook-id"), delivery);
+    assert_eq!(
+        header(&sent[0], "X-LoyaltyTree-Signature"),
+        hex_hmac(SECOND.as_bytes(), &sent[0].body),
+        "signed with the new secret"
+    );
+    assert_eq!(
+        first.received_requests().await.unwrap().len(),
+        2,
+        "nothing more went to the old address"
+    );
+    canopy.stop().await;
+}
+
 #[tokio::test]
 async fn five_failed_deliveries_disable_an_integration_and_paused_ones_go_out_on_re_enable() {
     let receiver = MockServer::start().await;

@@ -364,7 +364,11 @@ async fn from_async_code_calls_run_off_the_runtime_and_long_ones_get_their_whole
         let before = turns.load(Ordering::SeqCst);
         let result = plugin
             .clone()
-            .transform_async("integration".into(), SAMPLE_EVENT.into(), self::mode(mode))
+            .transform_async(
+                "integration".into(),
+                SAMPLE_EVENT.into(),
+                std::sync::Arc::new(self::mode(mode)),
+            )
             .await
             .map(|call| call.value.expect("no refusal"));
         let during = turns.load(Ordering::SeqCst) - before;

@@ -175,6 +175,11 @@ impl Batch {
     pub fn remove(&mut self, k: impl AsRef<[u8]>) {
         self.ops.push((Bytes::from(k.as_ref()), None));
     }
+
+    /// Whether the batch writes or removes a key of the kind `tag` (a key's first byte).
+    pub fn touches(&self, tag: u8) -> bool {
+        self.ops.iter().any(|(k, _)| k.first() == Some(&tag))
+    }
 }
 
 /// Key-value pairs in key order (or reversed), read as the iterator goes. On redb it reads

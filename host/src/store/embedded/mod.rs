@@ -383,6 +383,20 @@ impl EmbeddedStore {
         w.insert(key(DELIVERY, new.id.as_bytes()), encode(new));
     }
 
+    /// Applies `batch`; when it writes an integration record, raises
+    /// [`Signals::integrations_changed`](crate::store::Signals::integrations_changed) once the
+    /// write is visible (the workers keep integrations in memory until it is raised). Every
+    /// batch of the store goes through here; its single-key writes (shops, tokens, plugin
+    /// versions, metadata) are of other records.
+    fn apply(&self, db: &Engine, batch: Batch) -> Result<(), StoreError> {
+        let integrations = batch.touches(INTEGRATION);
+        db.apply_batch(batch)?;
+        if integrations {
+            self.signals.integrations_changed();
+        }
+        Ok(())
+    }
+
     /// Adds to the batch the new earliest entries of every queue it changes, then applies it.
     fn commit(&self, db: &Engine, mut w: Writes) -> Result<(), StoreError> {
         for (integration, change) in std::mem::take(&mut w.queues) {
@@ -402,7 +416,7 @@ impl EmbeddedStore {
             let head = first.as_deref().map(queue_entry_time);
             self.set_head(db, &mut w, integration, &change.shop, head)?;
         }
-        db.apply_batch(w.batch)?;
+        self.apply(db, w.batch)?;
         Ok(())
     }
 
@@ -465,7 +479,7 @@ impl EmbeddedStore {
             }
             cursor = prefix_end(&queue_prefix(integration));
         }
-        db.apply_batch(batch)?;
+        self.apply(&db, batch)?;
         Ok(())
     }
 
@@ -517,7 +531,7 @@ impl EmbeddedStore {
             w.remove(k?);
         }
         self.set_head(db, &mut w, integration.id, &integration.shop, None)?;
-        db.apply_batch(w.batch)?;
+        self.apply(db, w.batch)?;
         Ok(ended)
     }
 
@@ -697,7 +711,7 @@ impl Store for EmbeddedStore {
             shop.deleted_at = Some(now);
             shop.updated_at = now;
             batch.insert(key(SHOP, id.as_bytes()), encode(&shop));
-            db.apply_batch(batch)?;
+            self.apply(&db, batch)?;
             ShopDeletion::Deleted {
                 integrations: integrations.len(),
                 ended,
@@ -716,7 +730,7 @@ impl Store for EmbeddedStore {
                 token_by_shop_key(&token.shop, token.id),
                 token.hash.as_bytes(),
             );
-            self.db()?.apply_batch(batch)?;
+            self.apply(&self.db()?, batch)?;
         }
         self.durable().await
     }
@@ -765,7 +779,7 @@ impl Store for EmbeddedStore {
             let mut batch = Batch::default();
             batch.remove(key(TOKEN, &hash));
             batch.remove(token_by_shop_key(shop, id));
-            db.apply_batch(batch)?;
+            self.apply(&db, batch)?;
         }
         self.durable().await?;
         Ok(true)
@@ -1246,7 +1260,7 @@ impl Store for EmbeddedStore {
                 batch.remove(k);
                 purged.deliveries += 1;
             }
-            db.apply_batch(batch)?;
+            self.apply(&db, batch)?;
             if seen < CHUNK {
                 break;
             }
@@ -1281,7 +1295,7 @@ impl Store for EmbeddedStore {
                 batch.remove(received_key.clone());
                 purged.events += 1;
             }
-            db.apply_batch(batch)?;
+            self.apply(&db, batch)?;
         }
 
         {
@@ -1322,7 +1336,7 @@ impl Store for EmbeddedStore {
                     purged.shops += 1;
                 }
             }
-            db.apply_batch(batch)?;
+            self.apply(&db, batch)?;
         }
         self.durable().await?;
         Ok(purged)
@@ -1382,7 +1396,7 @@ impl Store for EmbeddedStore {
             batch.insert(plugin_version_key(plugin, added.number), encode(&added));
             batch.insert(active_key(plugin), added.number.to_be_bytes());
             batch.remove(removed_key(plugin));
-            db.apply_batch(batch)?;
+            self.apply(&db, batch)?;
             added
         };
         self.durable().await?;
@@ -1464,7 +1478,7 @@ impl Store for EmbeddedStore {
             }
             batch.remove(active_key(plugin));
             batch.insert(removed_key(plugin), &[1u8] as &[u8]);
-            db.apply_batch(batch)?;
+            self.apply(&db, batch)?;
             true
         };
         self.durable().await?;
@@ -1497,7 +1511,7 @@ impl Store for EmbeddedStore {
                 key(META, fingerprint_name.as_bytes()),
                 fingerprint.as_bytes(),
             );
-            self.db()?.apply_batch(batch)?;
+            self.apply(&self.db()?, batch)?;
         }
         self.durable().await?;
         Ok(())
@@ -1550,6 +1564,8 @@ impl Store for EmbeddedStore {
             }
         };
         *self.db.write().unwrap_or_else(|p| p.into_inner()) = Some(reopened);
+        // Writes applied but not made durable before the failure may be gone.
+        self.signals.integrations_changed();
         self.rebuild_heads()?;
         // Like a restart: writes that never reached the disk are gone, so work whose outcome
         // was lost is queued again. Every lease is due again; an attempt still in flight

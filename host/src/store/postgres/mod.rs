@@ -15,10 +15,12 @@
 //!   integration's row (so a limit holds across nodes too), and takes due work round-robin
 //!   across shops and their integrations, as the embedded store does. A claim writes a new lease token; recording,
 //!   releasing or pausing checks it (fenced). Expired leases are simply due again.
-//! - Writes that make work claimable, and plugin changes, `NOTIFY` the other nodes (one
-//!   notification per transaction); a listener turns them into this node's [`Signals`]. The
-//!   scheduler's own polling and a plugin generation number read every few seconds are the
-//!   backstop for a notification lost while the listener reconnects.
+//! - Writes that make work claimable, plugin changes and writes of integration records
+//!   `NOTIFY` the other nodes (one notification per transaction); a listener turns them into
+//!   this node's [`Signals`]. The scheduler's own polling and a plugin generation number read
+//!   every few seconds are the backstop for a notification lost while the listener
+//!   reconnects; the workers' cache of integrations is dropped at every such tick too, so what
+//!   a lost notification leaves stale lasts a few seconds at most.
 //! - The log (events, deliveries, attempts) is partitioned by day; the purge drops whole days
 //!   older than the retention — after moving the day's open work (and its event and attempts)
 //!   into today's partition — instead of deleting rows one by one. So retention is kept to the
@@ -48,6 +50,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Channels of the notifications nodes send each other.
 const WORK_CHANNEL: &str = "canopy_work";
 const PLUGINS_CHANNEL: &str = "canopy_plugins";
+const INTEGRATIONS_CHANNEL: &str = "canopy_integrations";
 /// Metadata name of the number every plugin change raises (the listener's backstop).
 const PLUGINS_GENERATION: &str = "plugins-generation";
 /// How often the listener reads the plugin generation in case a notification was lost.
@@ -174,7 +177,7 @@ impl PgStore {
         })?;
         let signals = Arc::new(Signals::default());
         let listener = listen(&pool, signals.clone()).await?;
-        let (outcomes, writer) = outcomes::start(pool.clone());
+        let (outcomes, writer) = outcomes::start(pool.clone(), signals.clone());
         let store = PgStore {
             pool,
             signals,
@@ -244,6 +247,16 @@ impl PgStore {
         Ok(())
     }
 
+    /// An integration record was written or removed in `tx`: tells every node (this one's
+    /// listener too; the caller raises this node's signal at once after the commit).
+    async fn notify_integrations(tx: &mut Tx) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(INTEGRATIONS_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Plugin versions changed: raises the generation and tells every node.
     async fn notify_plugins(tx: &mut Tx) -> Result<(), StoreError> {
         sqlx::query(
@@ -282,7 +295,7 @@ impl PgStore {
         .bind(encode(integration))
         .execute(&mut **tx)
         .await?;
-        Ok(())
+        Self::notify_integrations(tx).await
     }
 
     /// A delivery and the day it is stored under, locked for the transaction.
@@ -380,6 +393,7 @@ impl PgStore {
             .bind(integration)
             .execute(&mut **tx)
             .await?;
+        Self::notify_integrations(tx).await?;
         Ok(open.len())
     }
 
@@ -661,13 +675,16 @@ impl PgStore {
 
 /// Listens for the other nodes' notifications and raises this node's signals; when the
 /// connection drops, both signals are raised (something may have been missed) and the
-/// listener reconnects. Every [`PLUGINS_BACKSTOP`] the plugin generation is read as well.
+/// listener reconnects. Every [`PLUGINS_BACKSTOP`] the plugin generation is read as well, and
+/// the integrations' signal raised.
 async fn listen(
     pool: &PgPool,
     signals: Arc<Signals>,
 ) -> Result<tokio::task::AbortHandle, StoreError> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([WORK_CHANNEL, PLUGINS_CHANNEL]).await?;
+    listener
+        .listen_all([WORK_CHANNEL, PLUGINS_CHANNEL, INTEGRATIONS_CHANNEL])
+        .await?;
     let pool = pool.clone();
     let generation = move |pool: PgPool| async move {
         sqlx::query("SELECT value FROM meta WHERE name = $1")
@@ -687,15 +704,22 @@ async fn listen(
                     Ok(notification) if notification.channel() == PLUGINS_CHANNEL => {
                         signals.plugins_changed();
                     }
+                    Ok(notification) if notification.channel() == INTEGRATIONS_CHANNEL => {
+                        signals.integrations_changed();
+                    }
                     Ok(_) => signals.work_queued(),
                     Err(error) => {
                         tracing::warn!(%error, "the PostgreSQL listener lost its connection; reconnecting");
                         signals.work_queued();
                         signals.plugins_changed();
+                        signals.integrations_changed();
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 },
                 _ = backstop.tick() => {
+                    // Nothing says whether an integration notification was lost while the
+                    // listener reconnected: the cache starts afresh at every tick.
+                    signals.integrations_changed();
                     if let Some(now) = generation(pool.clone()).await
                         && now != seen
                     {
@@ -814,6 +838,9 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        if !integrations.is_empty() {
+            self.signals.integrations_changed();
+        }
         Ok(ShopDeletion::Deleted {
             integrations: integrations.len(),
             ended,
@@ -963,6 +990,7 @@ impl Store for PgStore {
         let mut tx = self.begin().await?;
         Self::put_integration(&mut tx, integration).await?;
         tx.commit().await?;
+        self.signals.integrations_changed();
         Ok(())
     }
 
@@ -1014,6 +1042,7 @@ impl Store for PgStore {
         }
         Self::put_integration(&mut tx, &integration).await?;
         tx.commit().await?;
+        self.signals.integrations_changed();
         if resumes {
             self.signals.work_queued();
         }
@@ -1036,6 +1065,7 @@ impl Store for PgStore {
         }
         Self::remove_integration(&mut tx, id, "the integration was deleted", now).await?;
         tx.commit().await?;
+        self.signals.integrations_changed();
         Ok(true)
     }
 
@@ -1510,6 +1540,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.signals.integrations_changed();
         Ok(())
     }
 

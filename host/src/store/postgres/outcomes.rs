@@ -21,6 +21,7 @@
 //! [`Store::record_attempt`]: crate::store::Store::record_attempt
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::Row;
 use sqlx::postgres::PgPool;
@@ -29,7 +30,7 @@ use uuid::Uuid;
 
 use super::{PgStore, decode, encode, ms};
 use crate::model::*;
-use crate::store::StoreError;
+use crate::store::{Signals, StoreError};
 
 /// Outcomes written in one transaction at most.
 const BATCH: usize = 256;
@@ -48,14 +49,15 @@ pub(super) struct Pending {
 
 pub(super) type Queue = mpsc::Sender<Pending>;
 
-/// Starts the writer on `pool`; it ends when the queue's last sender is dropped.
-pub(super) fn start(pool: PgPool) -> (Queue, tokio::task::AbortHandle) {
+/// Starts the writer on `pool`; it ends when the queue's last sender is dropped. `signals`
+/// hears of the integration records it writes.
+pub(super) fn start(pool: PgPool, signals: Arc<Signals>) -> (Queue, tokio::task::AbortHandle) {
     let (queue, mut waiting) = mpsc::channel::<Pending>(QUEUE);
     let task = tokio::spawn(async move {
         let mut batch = Vec::with_capacity(BATCH);
         while waiting.recv_many(&mut batch, BATCH).await > 0 {
             batch.sort_by_key(|p| p.lease.delivery);
-            let results = match write(&pool, &batch).await {
+            let results = match write(&pool, &signals, &batch).await {
                 Ok(results) => results,
                 Err(Failed::Before(
                     error @ (StoreError::Backend(_) | StoreError::Corrupt { .. }),
@@ -63,12 +65,14 @@ pub(super) fn start(pool: PgPool) -> (Queue, tokio::task::AbortHandle) {
                     tracing::debug!(%error, outcomes = batch.len(), "a batch of outcomes failed; writing them one by one");
                     let mut results = Vec::with_capacity(batch.len());
                     for pending in &batch {
-                        results.push(match write(&pool, std::slice::from_ref(pending)).await {
-                            Ok(mut one) => one.pop().unwrap_or_else(|| {
-                                Err(StoreError::Backend("an outcome was not written".into()))
-                            }),
-                            Err(failed) => Err(failed.into_error()),
-                        });
+                        results.push(
+                            match write(&pool, &signals, std::slice::from_ref(pending)).await {
+                                Ok(mut one) => one.pop().unwrap_or_else(|| {
+                                    Err(StoreError::Backend("an outcome was not written".into()))
+                                }),
+                                Err(failed) => Err(failed.into_error()),
+                            },
+                        );
                     }
                     results
                 }
@@ -112,6 +116,7 @@ impl Failed {
 /// the model's functions, and each table is written with one statement.
 async fn write(
     pool: &PgPool,
+    signals: &Signals,
     batch: &[Pending],
 ) -> Result<Vec<Result<Recorded, StoreError>>, Failed> {
     let before = |e: sqlx::Error| Failed::Before(e.into());
@@ -255,7 +260,11 @@ async fn write(
         .execute(&mut *tx)
         .await
         .map_err(before)?;
+        PgStore::notify_integrations(&mut tx)
+            .await
+            .map_err(Failed::Before)?;
     }
+    let integrations_changed = !changed.is_empty();
     if !stats_touched.is_empty() {
         sqlx::query(
             "INSERT INTO stats (integration_id, bucket, record) \
@@ -353,6 +362,11 @@ async fn write(
             .await
             .map_err(Failed::Before)?;
     }
-    tx.commit().await.map_err(|e| Failed::Commit(e.into()))?;
+    let committed = tx.commit().await;
+    // Raised also when the commit is not confirmed: it may have been written.
+    if integrations_changed {
+        signals.integrations_changed();
+    }
+    committed.map_err(|e| Failed::Commit(e.into()))?;
     Ok(results)
 }
