@@ -8,12 +8,15 @@
 //! which it does after every write of an integration record, whoever made it: the API, an
 //! outcome that counts against the destination (or disables it), a rekey, a shop's deletion,
 //! a reopen after a write failure. On PostgreSQL the other nodes' writes arrive as
-//! notifications, and the listener raises the signal at every backstop tick as well, so a
-//! notification lost while it reconnects leaves an entry stale for a few seconds at most.
+//! notifications, and the listener raises the signal when its connection drops. Whatever the
+//! signal says, an entry is used for [`FRESH_FOR`] at most and then read again, so a
+//! notification lost while a listener reconnects leaves an entry stale for that long at most.
 //!
 //! The whole cache is dropped when the signal moves: integration writes are rare next to
-//! deliveries (except while a destination is failing, when each outcome writes its record,
-//! and each attempt reads it again, as it did before this cache).
+//! deliveries. The exception is a destination that keeps failing: each of its outcomes
+//! rewrites its record, and so drops every integration's entry (on every node), which is what
+//! every attempt cost before this cache. Keeping the others would need the signal to name the
+//! integration.
 //!
 //! Opened secrets stay in this process's memory, where the master key that opens them already
 //! is; they are never written anywhere or shown ([`SecretValue`]'s `Debug` and `Display`
@@ -21,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -29,6 +33,8 @@ use crate::crypto::secret::SecretValue;
 use crate::runtime::PluginConfig;
 use crate::store::{Integration, Store, StoreError};
 
+/// How long an entry is used before it is read again, whatever the signal says.
+pub const FRESH_FOR: Duration = Duration::from_secs(5);
 /// Entries kept at most; past it the cache starts afresh (a bound, not an expected size:
 /// one entry per integration with deliveries under way).
 const CAPACITY: usize = 4096;
@@ -40,6 +46,8 @@ pub struct Ready {
     pub config: Arc<PluginConfig>,
     /// Its secrets opened, or why one cannot be (which fails the attempt, as it names it).
     pub secrets: Result<HashMap<String, SecretValue>, String>,
+    /// When it was read.
+    read_at: Instant,
 }
 
 impl Ready {
@@ -48,6 +56,7 @@ impl Ready {
             config: Arc::new(super::worker::plugin_config(&integration)),
             secrets: super::worker::open_secrets(key, &integration),
             integration,
+            read_at: Instant::now(),
         }
     }
 }
@@ -86,6 +95,7 @@ impl Integrations {
             }
             if let Some(ready) = entries.by_id.get(&id)
                 && ready.integration.shop == shop
+                && ready.read_at.elapsed() < FRESH_FOR
             {
                 return Ok(Some(ready.clone()));
             }

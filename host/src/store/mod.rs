@@ -110,7 +110,7 @@ impl Signals {
     }
 
     /// An integration record was written (created, changed — by the API, by an outcome that
-    /// counts against it, by a rekey —, or removed), or may have been without this process
+    /// counts against it, by a rekey — or removed), or may have been without this process
     /// hearing of it. Raised once the write is visible to reads.
     pub fn integrations_changed(&self) {
         self.integrations

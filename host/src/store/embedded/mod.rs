@@ -853,10 +853,12 @@ impl Store for EmbeddedStore {
 
     async fn create_integration(&self, integration: &Integration) -> Result<(), StoreError> {
         self.room()?;
-        self.db()?.insert(
+        let mut batch = Batch::default();
+        batch.insert(
             integration_key(&integration.shop, integration.id),
             encode(integration),
-        )?;
+        );
+        self.apply(&self.db()?, batch)?;
         self.durable().await?;
         Ok(())
     }

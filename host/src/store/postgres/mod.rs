@@ -19,8 +19,9 @@
 //!   `NOTIFY` the other nodes (one notification per transaction); a listener turns them into
 //!   this node's [`Signals`]. The scheduler's own polling and a plugin generation number read
 //!   every few seconds are the backstop for a notification lost while the listener
-//!   reconnects; the workers' cache of integrations is dropped at every such tick too, so what
-//!   a lost notification leaves stale lasts a few seconds at most.
+//!   reconnects; the workers read an integration they keep in memory again after 5 s in any
+//!   case (`delivery/integrations.rs`), so what a lost notification leaves stale lasts that
+//!   long at most.
 //! - The log (events, deliveries, attempts) is partitioned by day; the purge drops whole days
 //!   older than the retention — after moving the day's open work (and its event and attempts)
 //!   into today's partition — instead of deleting rows one by one. So retention is kept to the
@@ -674,9 +675,8 @@ impl PgStore {
 }
 
 /// Listens for the other nodes' notifications and raises this node's signals; when the
-/// connection drops, both signals are raised (something may have been missed) and the
-/// listener reconnects. Every [`PLUGINS_BACKSTOP`] the plugin generation is read as well, and
-/// the integrations' signal raised.
+/// connection drops, every signal is raised (something may have been missed) and the
+/// listener reconnects. Every [`PLUGINS_BACKSTOP`] the plugin generation is read as well.
 async fn listen(
     pool: &PgPool,
     signals: Arc<Signals>,
@@ -700,14 +700,24 @@ async fn listen(
         backstop.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                received = listener.recv() => match received {
-                    Ok(notification) if notification.channel() == PLUGINS_CHANNEL => {
+                // `try_recv`, not `recv`: `recv` reconnects without a word, and what was
+                // notified while the connection was down would go unheard.
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) if notification.channel() == PLUGINS_CHANNEL => {
                         signals.plugins_changed();
                     }
-                    Ok(notification) if notification.channel() == INTEGRATIONS_CHANNEL => {
+                    Ok(Some(notification)) if notification.channel() == INTEGRATIONS_CHANNEL => {
                         signals.integrations_changed();
                     }
-                    Ok(_) => signals.work_queued(),
+                    Ok(Some(_)) => signals.work_queued(),
+                    // The connection dropped and was opened again (listening anew): anything
+                    // may have changed meanwhile.
+                    Ok(None) => {
+                        tracing::warn!("the PostgreSQL listener lost its connection and opened it again");
+                        signals.work_queued();
+                        signals.plugins_changed();
+                        signals.integrations_changed();
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "the PostgreSQL listener lost its connection; reconnecting");
                         signals.work_queued();
@@ -717,9 +727,6 @@ async fn listen(
                     }
                 },
                 _ = backstop.tick() => {
-                    // Nothing says whether an integration notification was lost while the
-                    // listener reconnected: the cache starts afresh at every tick.
-                    signals.integrations_changed();
                     if let Some(now) = generation(pool.clone()).await
                         && now != seen
                     {
