@@ -53,6 +53,20 @@ async fn sent(receiver: &MockServer) -> HashMap<String, usize> {
     counts
 }
 
+/// A delivery as `node` shows it.
+async fn delivery(node: &Server, id: &str) -> Value {
+    let (status, body) = node
+        .call(
+            Method::GET,
+            &format!("/v1/deliveries/{id}"),
+            ADMIN_TOKEN,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
 /// The digest of the active `echo` plugin a node runs, if any.
 async fn echo_digest(node: &Server) -> Option<String> {
     let (status, body) = node
@@ -203,15 +217,7 @@ async fn three_nodes_deliver_everything_once_through_a_sigkill() {
     // node sends it again (the arrivals can all be in before that).
     for id in acknowledged.iter().take(50) {
         loop {
-            let (status, body) = one
-                .call(
-                    Method::GET,
-                    &format!("/v1/deliveries/{id}"),
-                    ADMIN_TOKEN,
-                    None,
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK);
+            let body = delivery(&one, id).await;
             if body["status"] == "succeeded" {
                 break;
             }
@@ -254,14 +260,7 @@ async fn three_nodes_deliver_everything_once_through_a_sigkill() {
             .to_owned();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let (_, body) = two
-                .call(
-                    Method::GET,
-                    &format!("/v1/deliveries/{id}"),
-                    ADMIN_TOKEN,
-                    None,
-                )
-                .await;
+            let body = delivery(&two, &id).await;
             if body["status"] == "succeeded" {
                 let started = body["attempts"][0]["started_at"].as_str().unwrap();
                 return (id, Timestamp::parse(started).unwrap());

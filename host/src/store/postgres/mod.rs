@@ -239,23 +239,25 @@ impl PgStore {
         Ok(())
     }
 
-    /// Tells every node (this one included, through its listener) that work is claimable.
-    async fn notify_work(tx: &mut Tx) -> Result<(), StoreError> {
+    /// Notifies `channel` when `tx` commits: every node hears it, this one included (through
+    /// its listener).
+    async fn notify(tx: &mut Tx, channel: &str) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, '')")
-            .bind(WORK_CHANNEL)
+            .bind(channel)
             .execute(&mut **tx)
             .await?;
         Ok(())
     }
 
-    /// An integration record was written or removed in `tx`: tells every node (this one's
-    /// listener too; the caller raises this node's signal at once after the commit).
+    /// Tells every node that work is claimable.
+    async fn notify_work(tx: &mut Tx) -> Result<(), StoreError> {
+        Self::notify(tx, WORK_CHANNEL).await
+    }
+
+    /// An integration record was written or removed in `tx`: tells every node (the caller
+    /// raises this node's signal at once after the commit).
     async fn notify_integrations(tx: &mut Tx) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(INTEGRATIONS_CHANNEL)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        Self::notify(tx, INTEGRATIONS_CHANNEL).await
     }
 
     /// Plugin versions changed: raises the generation and tells every node.
@@ -267,11 +269,7 @@ impl PgStore {
         .bind(PLUGINS_GENERATION)
         .execute(&mut **tx)
         .await?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(PLUGINS_CHANNEL)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        Self::notify(tx, PLUGINS_CHANNEL).await
     }
 
     async fn integration_for_update(
