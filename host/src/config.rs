@@ -25,7 +25,7 @@ pub struct Config {
     pub data_dir: PathBuf,
 
     /// The store: unset for the embedded store in the data directory (on the engine the
-    /// directory holds; sled when it is new), `redb` or `sled` to ask for that engine, or a
+    /// directory holds; redb when it is new), `redb` or `sled` to ask for that engine, or a
     /// PostgreSQL URL (`postgres://user:password@host/db`) for several nodes on one database
     /// (README, "Cluster mode"). With PostgreSQL, the admin and ingest tokens must be set (every node
     /// needs the same ones).

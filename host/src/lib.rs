@@ -10,8 +10,8 @@
 //!   deliveries, plugins.
 //! - [`api`] — the HTTP API, one module per resource (`ingest`, `shops`, `plugins`,
 //!   `integrations`, `deliveries`), the JSON error shape and the token middleware.
-//! - [`store`] — the [`store::Store`] trait the pipeline goes through, and its sled
-//!   implementation: shops and tokens, events, integrations, deliveries, attempts, a queue
+//! - [`store`] — the [`store::Store`] trait the pipeline goes through, and its embedded
+//!   implementation (redb behind a write-ahead journal, or sled): shops and tokens, events, integrations, deliveries, attempts, a queue
 //!   per integration with leases and a fair claim, per-shop delivery-log indexes, health
 //!   statistics; older data directories are migrated at open.
 //! - [`delivery`] — the scheduler and workers, the HTTP sender with the internal-address

@@ -1,7 +1,8 @@
 //! The server end to end, as a user runs it: the release `canopy` binary in its own process
-//! (the embedded store in a temp directory, on sled, a new directory's engine; the bundled
-//! plugins, default settings but for loopback receivers being allowed), a webhook integration with signing on (hex HMAC and Standard Webhooks
-//! headers), and a fast receiver on loopback that records when each event first arrives.
+//! (the embedded store in a temp directory, on redb, a new directory's engine; the bundled
+//! plugins, default settings but for loopback receivers being allowed), a webhook integration
+//! with signing on (hex HMAC and Standard Webhooks headers), and a fast receiver on loopback
+//! that records when each event first arrives.
 //!
 //! 1. **Baseline**: a bare forwarder — one reqwest client POSTing the same prebuilt event
 //!    bodies to the same receiver with the server's concurrency (its 32 workers).
@@ -9,12 +10,13 @@
 //!    second, and deliveries per second from the first ingest to the last arrival; the CPU
 //!    time (user + system) of the server per delivery, and of the benchmark process per
 //!    delivery and per forwarded request, so the gap to the forwarder shows as a cost. Each
-//!    round runs 1 and 2 on redb too (`--store redb`), with its own baseline, and prints redb
-//!    against sled. `CANOPY_BENCH_ROUNDS=N` runs 1 and 2 N times (a fresh server each) and
-//!    prints the median with the range.
+//!    round runs 1 and 2 on sled too (`--store sled`, the engine of earlier releases' data
+//!    directories), with its own baseline, and prints redb against sled.
+//!    `CANOPY_BENCH_ROUNDS=N` runs 1 and 2 N times (a fresh server each) and prints the median
+//!    with the range.
 //! 3. **Latency**: single-event requests offered at 1,000 per second for 10 s, open loop (a
 //!    late request is measured from when it should have been sent); acknowledgement and
-//!    ingest → delivered percentiles; then the same on a fresh server on redb.
+//!    ingest → delivered percentiles; then the same on a fresh server on sled.
 //! 4. **Recovery**: 100,000 events ingested while the receiver hangs, the server SIGKILLed
 //!    with all of them pending, the receiver back, the server restarted: time to `/healthz`,
 //!    to the first delivery and to the last, and the restarted server's peak RSS (`VmHWM`)
@@ -46,6 +48,10 @@ const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
 pub(crate) const MASTER_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 /// The server's default `--workers`; the baseline uses the same concurrency.
 const WORKERS: usize = 32;
+/// The engine of a new data directory, which every phase runs on.
+const ENGINE: &str = "redb";
+/// The other engine (data directories of earlier releases): throughput and latency again.
+const OTHER: &str = "sled";
 
 const THROUGHPUT_EVENTS: usize = 20_000;
 const INGEST_BATCH: usize = 100;
@@ -89,7 +95,7 @@ async fn bench() {
     let scratch = tempfile::tempdir().expect("temp dir");
 
     println!(
-        "\nend to end: the canopy binary (sled, bundled plugins, {WORKERS} workers), webhook \
+        "\nend to end: the canopy binary ({ENGINE}, bundled plugins, {WORKERS} workers), webhook \
          integration with HMAC and Standard Webhooks signing, loopback receiver"
     );
 
@@ -100,45 +106,45 @@ async fn bench() {
         .filter(|n| *n > 0)
         .unwrap_or(1);
     let mut runs = Vec::with_capacity(rounds);
-    let mut redb_runs = Vec::with_capacity(rounds);
+    let mut other_runs = Vec::with_capacity(rounds);
     let mut server = None;
     for round in 0..rounds {
         if let Some(previous) = server.take() {
             Server::stop(previous);
         }
-        // The same round on redb, the other engine of the embedded store.
-        let (redb_run, on_redb) = throughput(
+        // The same round on the other engine of the embedded store.
+        let (other_run, on_other) = throughput(
             &receiver,
             &client,
             &event,
-            &scratch.path().join(format!("throughput-redb-{round}")),
-            &[("CANOPY_STORE", "redb")],
+            &scratch.path().join(format!("throughput-{OTHER}-{round}")),
+            &[("CANOPY_STORE", OTHER)],
         )
         .await;
-        Server::stop(on_redb);
+        Server::stop(on_other);
         let (run, started) = throughput(
             &receiver,
             &client,
             &event,
             &scratch.path().join(format!("throughput-{round}")),
-            &[("CANOPY_STORE", "sled")],
+            &[("CANOPY_STORE", ENGINE)],
         )
         .await;
         if rounds > 1 {
             println!(
-                "  round {}: forwarder {:.0}/s, delivered {:.0}/s, {:.3}×, server {:.0} µs CPU per delivery (redb: {:.0}/s, {:.3}×, {:.0} µs)",
+                "  round {}: forwarder {:.0}/s, delivered {:.0}/s, {:.3}×, server {:.0} µs CPU per delivery ({OTHER}: {:.0}/s, {:.3}×, {:.0} µs)",
                 round + 1,
                 run.baseline,
                 run.delivered,
                 run.ratio(),
                 run.server_us,
-                redb_run.delivered,
-                redb_run.ratio(),
-                redb_run.server_us
+                other_run.delivered,
+                other_run.ratio(),
+                other_run.server_us
             );
         }
         runs.push(run);
-        redb_runs.push(redb_run);
+        other_runs.push(other_run);
         server = Some(started);
     }
     let server = server.expect("at least one round");
@@ -185,18 +191,18 @@ async fn bench() {
         forwarder_us.show(0),
         server_us.median / forwarder_us.median
     );
-    let on_redb = |f: fn(&Throughput) -> f64| spread(redb_runs.iter().map(f).collect());
-    let (redb_ratio, redb_us) = (on_redb(Throughput::ratio), on_redb(|r| r.server_us));
+    let on_other = |f: fn(&Throughput) -> f64| spread(other_runs.iter().map(f).collect());
+    let (other_ratio, other_us) = (on_other(Throughput::ratio), on_other(|r| r.server_us));
     println!(
-        "  on redb (--store redb): delivered {} deliveries/s {}× baseline, server {} µs CPU per delivery",
-        on_redb(|r| r.delivered).show(0),
-        redb_ratio.show(3),
-        redb_us.show(0)
+        "  on {OTHER} (--store {OTHER}): delivered {} deliveries/s {}× baseline, server {} µs CPU per delivery",
+        on_other(|r| r.delivered).show(0),
+        other_ratio.show(3),
+        other_us.show(0)
     );
     println!(
-        "  redb against sled: {:.2}× the deliveries/s (as ratios to each round's baseline), {:.2}× the server CPU per delivery",
-        redb_ratio.median / ratio.median,
-        redb_us.median / server_us.median
+        "  {ENGINE} against {OTHER}: {:.2}× the deliveries/s (as ratios to each round's baseline), {:.2}× the server CPU per delivery",
+        ratio.median / other_ratio.median,
+        server_us.median / other_us.median
     );
 
     // 3. Latency at a fixed offered rate.
@@ -231,16 +237,16 @@ async fn bench() {
         ms(del99)
     );
     server.stop();
-    // The same on redb, on a fresh server.
-    let on_redb = Server::start(
-        &scratch.path().join("latency-redb"),
-        &[("CANOPY_STORE", "redb")],
+    // The same on the other engine, on a fresh server.
+    let on_other = Server::start(
+        &scratch.path().join(format!("latency-{OTHER}")),
+        &[("CANOPY_STORE", OTHER)],
     )
     .await;
-    on_redb.webhook(&receiver.url).await;
+    on_other.webhook(&receiver.url).await;
     let (mut acks, mut delivered) = offered(
         &receiver,
-        &[on_redb.intake()],
+        &[on_other.intake()],
         latency_events(),
         OFFERED_RATE,
     )
@@ -248,13 +254,13 @@ async fn bench() {
     let ((rack50, rack99), (rdel50, rdel99)) =
         (percentiles(&mut acks), percentiles(&mut delivered));
     println!(
-        "  on redb: acknowledged    p50 {:>7}  p99 {:>7}   → delivered p50 {:>7}  p99 {:>7}",
+        "  on {OTHER}: acknowledged    p50 {:>7}  p99 {:>7}   → delivered p50 {:>7}  p99 {:>7}",
         ms(rack50),
         ms(rack99),
         ms(rdel50),
         ms(rdel99)
     );
-    on_redb.stop();
+    on_other.stop();
 
     // 4. Recovery with 100,000 pending deliveries.
     let data = scratch.path().join("recovery");

@@ -1,6 +1,6 @@
 //! What Canopy keeps — shops, events, integrations, deliveries and their attempts, plugin
-//! versions — behind the [`Store`] trait, with the embedded [`sled`](EmbeddedStore)
-//! implementation and the [`PgStore`] (PostgreSQL, several nodes on one database). The
+//! versions — behind the [`Store`] trait, with the [embedded](EmbeddedStore) implementation
+//! (redb or sled, in the data directory) and the [`PgStore`] (PostgreSQL, several nodes on one database). The
 //! pipeline only sees the trait. The records are the types of
 //! [`crate::model`] (re-exported here).
 //!

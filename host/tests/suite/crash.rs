@@ -411,7 +411,7 @@ async fn a_sigkill_with_outcomes_pending_loses_no_event_and_no_recorded_attempt(
         ("CANOPY_WORKERS", workers.as_str()),
         ("CANOPY_LOG", "info"),
         ("CANOPY_LOG_FORMAT", "json"),
-        // Work a killed server held is due again this soon (on sled, at once on restart).
+        // Work a killed server held is due again this soon (on the embedded store, at once on restart).
         ("CANOPY_LEASE", "2s"),
     ];
     if let Some(url) = &store {

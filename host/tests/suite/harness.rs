@@ -52,9 +52,9 @@ pub fn test_config(dir: &Path) -> Config {
 ///   start with [`Canopy::start`] or [`Canopy::start_in`] a database of its own instead of
 ///   the embedded store;
 /// - `sled` or `redb` puts every embedded store on that engine;
-/// - unset, the embedded store is on the engine of a new data directory (sled).
+/// - unset, the embedded store is on the engine of a new data directory (redb).
 ///
-/// `scripts/test` runs end-to-end modules again on PostgreSQL and on redb.
+/// `scripts/test` runs end-to-end modules again on PostgreSQL and on sled.
 pub const STORE_VAR: &str = "CANOPY_TEST_STORE";
 
 /// Whether this run's servers keep their data in PostgreSQL (see [`STORE_VAR`]).

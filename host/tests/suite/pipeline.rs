@@ -1,6 +1,7 @@
 //! The delivery pipeline end to end: the real HTTP API, the real bundled plugins, a real
-//! sled store in a temp directory, and fake receivers (`wiremock`) on loopback. Platform
-//! hosts reach the receivers through the egress override, so the plugins are unchanged.
+//! embedded store in a temp directory (redb, or sled with `CANOPY_TEST_STORE=sled`), and fake
+//! receivers (`wiremock`) on loopback. Platform hosts reach the receivers through the egress
+//! override, so the plugins are unchanged.
 
 use std::time::Duration;
 

@@ -54,8 +54,7 @@ impl EmbeddedStore {
         let target = match to {
             EngineKind::Redb => {
                 remove_if_there(&partial)?;
-                Engine::open_redb(&partial)
-                    .map_err(|e| StoreError::Backend(format!("cannot create the redb file: {e}")))?
+                Engine::open_redb(&partial)?
             }
             EngineKind::Sled => {
                 // What an earlier move that did not finish left (redb's file was still in

@@ -1,34 +1,36 @@
-//! The key-value engine under the embedded store: **sled** (the default, and the engine of
-//! every data directory earlier releases made) or **redb** (`--store redb`). Both hold the same keys ([`keys`](super::keys))
-//! in one ordered keyspace, and the store above uses only what the two do alike: reads of a
-//! key, ordered ranges (forwards and backwards), atomic batches, single writes, and a flush
-//! that makes every write applied before it durable.
+//! The key-value engine under the embedded store: **redb** (the engine of a new data
+//! directory) or **sled** (the engine of every data directory releases before redb made, kept
+//! working; `--store sled` chooses it for a new one). Both hold the same keys
+//! ([`keys`](super::keys)) in one ordered keyspace, and the store above uses only what the two
+//! do alike: reads of a key, ordered ranges (forwards and backwards), atomic batches, single
+//! writes, and a flush that makes every write applied before it durable.
 //!
 //! Writes are applied at once and made durable by [`Engine::flush`], which the store's group
-//! commit shares among its callers: sled buffers its log and `flush` syncs it; redb commits
-//! each write without syncing ([`redb::Durability::None`]), and `flush` is an empty durable
-//! commit, which makes every commit before it durable. Writes nobody flushes (a token's last
-//! use) are flushed within [`FLUSH_EVERY`] on both: by sled's own thread, and by a thread of
-//! this module for redb.
+//! commit shares among its callers. redb commits each write without syncing and appends it to
+//! a write-ahead journal in the same step; `flush` syncs the journal, and a checkpoint every
+//! [`CHECKPOINT_EVERY`] makes redb itself durable and empties the journal ([`journal`](super::journal)).
+//! sled buffers its log and `flush` syncs it. Writes nobody flushes (a token's last use) are
+//! on disk within [`CHECKPOINT_EVERY`] on redb and [`FLUSH_EVERY`] on sled (its own thread).
 //!
 //! Which engine a directory holds is read from its files ([`EngineKind::found_in`]): redb keeps
-//! one file, [`REDB_FILE`]; sled keeps `conf`, `db`, `blobs/` and `snap.*`. redb was the
-//! candidate `scripts/bench engines` measured best for the store's scans (no tombstones; less
-//! than half sled's CPU on the store's own writes). End to end (docs/PERFORMANCE.md) the
-//! server on redb delivers about a quarter more per second for about a quarter less CPU, but
-//! acknowledges single events more slowly under a steady load: a durable commit holds redb's
-//! one writer for its page writes and sync, where sled keeps taking writes while it flushes.
-//! So sled stays the default and redb is offered. `canopy migrate-store --to redb` moves a
-//! sled directory over (and `--to sled` back).
+//! one file, [`REDB_FILE`] (and its journal segments beside it); sled keeps `conf`, `db`,
+//! `blobs/` and `snap.*`. redb was the candidate `scripts/bench engines` measured best for the
+//! store's scans (no tombstones; less than half sled's CPU on the store's own writes). End to
+//! end (docs/PERFORMANCE.md) the server on redb delivers about 1.3–1.4× as much per second for
+//! about 0.7× the CPU, and with the journal it acknowledges single events as fast as sled
+//! (before it, a durable commit held redb's one writer for its page writes and sync at every
+//! group commit, and the acknowledgement's p99 at 1,000 events/s missed 5 ms). So new data
+//! directories are on redb. `canopy migrate-store --to redb` moves a sled directory over (and
+//! `--to sled` back).
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
+use super::journal::{CHECKPOINT_EVERY, Journal};
 use crate::store::StoreError;
 
 /// A key or value read from the engine (sled's cheap shared buffer; redb's are copied in).
@@ -45,7 +47,7 @@ const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("c
 const SLED_CACHE_BYTES: u64 = 16 << 20;
 /// redb's page cache (its default is 1 GiB, too).
 const REDB_CACHE_BYTES: usize = 32 << 20;
-/// How soon a write nobody flushes is on disk anyway.
+/// How soon a write nobody flushes is on disk anyway, on sled.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// The engines the embedded store runs on.
@@ -57,7 +59,7 @@ pub enum EngineKind {
 
 impl EngineKind {
     /// The engine for a new data directory when none is asked for.
-    pub const NEW: EngineKind = EngineKind::Sled;
+    pub const NEW: EngineKind = EngineKind::Redb;
 
     /// `redb` or `sled`, as `--store` and `migrate-store --to` name them.
     pub fn parse(name: &str) -> Option<EngineKind> {
@@ -116,14 +118,14 @@ pub enum Engine {
     Redb(Arc<RedbHandle>),
 }
 
-/// A redb database, and whether it holds commits not yet made durable.
+/// A redb database and its write-ahead journal.
 pub struct Redb {
     db: redb::Database,
-    dirty: AtomicBool,
+    journal: Journal,
 }
 
-/// The store's handle on a redb database and its flush thread. When it goes, the thread is
-/// stopped and joined first, so the database is closed by then (a reopen right after finds
+/// The store's handle on a redb database and its checkpoint thread. When it goes, the thread
+/// is stopped and joined first, so the database is closed by then (a reopen right after finds
 /// its file free).
 pub struct RedbHandle {
     redb: Arc<Redb>,
@@ -152,9 +154,10 @@ impl Redb {
 
 impl Drop for Redb {
     fn drop(&mut self) {
-        // As sled does when its last handle goes.
-        if self.dirty.load(Ordering::SeqCst) {
-            let _ = durable_commit(&self.db);
+        // As sled does when its last handle goes: durable, and the journal emptied. If that
+        // fails, the next open replays the journal.
+        if let Err(error) = self.journal.close(&self.db) {
+            tracing::warn!(%error, "the store could not be checkpointed as it closed; its journal is replayed at the next start");
         }
     }
 }
@@ -174,6 +177,11 @@ impl Batch {
 
     pub fn remove(&mut self, k: impl AsRef<[u8]>) {
         self.ops.push((Bytes::from(k.as_ref()), None));
+    }
+
+    /// The writes in order: a key, and its new value (`None`: removed).
+    pub fn ops(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|(k, v)| (&k[..], v.as_deref()))
     }
 
     /// Whether the batch writes or removes a key of the kind `tag` (a key's first byte).
@@ -227,60 +235,59 @@ impl Engine {
                 .map_err(|e| cannot(&e)),
             EngineKind::Redb => {
                 std::fs::create_dir_all(dir).map_err(|e| cannot(&e))?;
-                Engine::open_redb(&dir.join(REDB_FILE)).map_err(|e| match e {
-                    // A full disk (the repair after a crash writes), or the file still held
-                    // by the engine being replaced: it may open later ([`Store::recover`]
-                    // tries again rather than giving up).
-                    redb::Error::Io(_)
-                    | redb::Error::PreviousIo
-                    | redb::Error::DatabaseAlreadyOpen => {
-                        StoreError::Unavailable(format!("cannot open {}: {e}", dir.display()))
-                    }
-                    other => cannot(&other),
-                })
+                Engine::open_redb(&dir.join(REDB_FILE))
             }
         }
     }
 
-    /// Opens (or creates) the redb database at `file`, with its table, and starts the thread
-    /// that makes its writes durable when nobody else does.
-    pub fn open_redb(file: &Path) -> Result<Engine, redb::Error> {
+    /// Opens (or creates) the redb database at `file`, with its table, replays its journal
+    /// (`journal`), and starts the thread that checkpoints it.
+    pub fn open_redb(file: &Path) -> Result<Engine, StoreError> {
+        let cannot = |e: redb::Error| match e {
+            // A full disk (the repair after a crash writes), or the file still held by the
+            // engine being replaced: it may open later ([`Store::recover`] tries again
+            // rather than giving up).
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseAlreadyOpen => {
+                StoreError::Unavailable(format!("cannot open {}: {e}", file.display()))
+            }
+            other => StoreError::Backend(format!("cannot open {}: {other}", file.display())),
+        };
         let db = redb::Database::builder()
             .set_cache_size(REDB_CACHE_BYTES)
-            .create(file)?;
-        let tx = db.begin_write()?;
-        tx.open_table(TABLE)?;
-        tx.commit()?;
-        let redb = Arc::new(Redb {
-            db,
-            dirty: AtomicBool::new(false),
-        });
+            .create(file)
+            .map_err(|e| cannot(e.into()))?;
+        let tx = db.begin_write().map_err(|e| cannot(e.into()))?;
+        tx.open_table(TABLE).map_err(|e| cannot(e.into()))?;
+        tx.commit().map_err(|e| cannot(e.into()))?;
+        let (journal, replayed) = Journal::open(&db, file, TABLE)?;
+        if replayed.records > 0 {
+            tracing::info!(records = replayed.records, file = %file.display(), "writes the store had not checkpointed were replayed from its journal");
+        }
+        let redb = Arc::new(Redb { db, journal });
         let (stop, stopped) = mpsc::channel::<()>();
-        let flushed = redb.clone();
+        let checkpointed = redb.clone();
         let thread = std::thread::Builder::new()
-            .name("canopy-redb-flush".into())
+            .name("canopy-checkpoint".into())
             .spawn(move || {
-                // Whether the last flush failed: a failure is logged once, not five times a
+                // Whether the last checkpoint failed: a failure is logged once, not ten times a
                 // second while the disk stays full (the store reports it through `/healthz`).
                 let mut failing = false;
                 // Until the handle goes (the sender is dropped).
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
-                    if !flushed.dirty.swap(false, Ordering::SeqCst) {
-                        continue;
-                    }
-                    match durable_commit(&flushed.db) {
+                while let Err(mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    match checkpointed.journal.checkpoint(&checkpointed.db) {
                         Ok(()) => failing = false,
                         Err(error) => {
-                            flushed.dirty.store(true, Ordering::SeqCst);
                             if !failing {
-                                tracing::warn!(%error, "the store's periodic flush failed");
+                                tracing::warn!(%error, "the store's checkpoint failed");
                             }
                             failing = true;
                         }
                     }
                 }
             })
-            .map_err(redb::Error::Io)?;
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Engine::Redb(Arc::new(RedbHandle {
             redb,
             flusher: Some((stop, thread)),
@@ -322,21 +329,7 @@ impl Engine {
             }
             Engine::Redb(handle) => {
                 let r = &handle.redb;
-                let mut tx = r.db.begin_write().map_err(fail)?;
-                tx.set_durability(redb::Durability::None).map_err(fail)?;
-                {
-                    let mut table = tx.open_table(TABLE).map_err(fail)?;
-                    for (k, v) in &batch.ops {
-                        match v {
-                            Some(v) => table.insert(&k[..], &v[..]).map(drop),
-                            None => table.remove(&k[..]).map(drop),
-                        }
-                        .map_err(fail)?;
-                    }
-                }
-                tx.commit().map_err(fail)?;
-                r.dirty.store(true, Ordering::SeqCst);
-                Ok(())
+                r.journal.apply(&r.db, TABLE, &batch)
             }
         }
     }
@@ -386,22 +379,9 @@ impl Engine {
     pub fn flush(&self) -> Result<(), StoreError> {
         match self {
             Engine::Sled(db) => db.flush().map(drop).map_err(StoreError::from),
-            Engine::Redb(handle) => {
-                let r = &handle.redb;
-                // Cleared first: a write after this point sets it again for the next flush.
-                r.dirty.store(false, Ordering::SeqCst);
-                durable_commit(&r.db).inspect_err(|_| r.dirty.store(true, Ordering::SeqCst))
-            }
+            Engine::Redb(handle) => handle.redb.journal.flush(),
         }
     }
-}
-
-/// An empty durable commit: redb makes the non-durable commits before it durable with it.
-fn durable_commit(db: &redb::Database) -> Result<(), StoreError> {
-    let mut tx = db.begin_write().map_err(fail)?;
-    tx.set_durability(redb::Durability::Immediate)
-        .map_err(fail)?;
-    tx.commit().map_err(fail)
 }
 
 impl From<::sled::Error> for StoreError {
@@ -420,7 +400,7 @@ impl From<::sled::Error> for StoreError {
 /// A redb failure as the store reports it: an I/O error (a full disk) means the data
 /// directory cannot be written now — redb then refuses every write until it is reopened
 /// (`PreviousIo`), as sled does.
-fn fail(e: impl Into<redb::Error>) -> StoreError {
+pub(super) fn fail(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
         redb::Error::Io(e) => {
             StoreError::Unavailable(format!("the data directory cannot be written: {e}"))

@@ -1,6 +1,7 @@
 //! The embedded store: one ordered keyspace in the data directory (the layout is in [`keys`]),
-//! on sled (the default) or redb ([`engine`]). A record and the index keys derived from it are
-//! always written in one atomic batch (a batch survives a crash whole or not at all, on either
+//! on redb (a new directory's, behind a write-ahead [`journal`]) or sled (directories of
+//! earlier releases) ([`engine`]). A record and the index keys derived from it are always
+//! written in one atomic batch (a batch survives a crash whole or not at all, on either
 //! engine): an event with its deliveries, a delivery with its queue and log keys, an
 //! attempt with its delivery, its integration's failure count and statistics. Writes hold a
 //! short write lock, never across an `.await`; reads take none. Callers that need durability
@@ -19,6 +20,7 @@
 mod convert;
 mod engine;
 mod export;
+mod journal;
 mod keys;
 mod leases;
 mod migrate;
@@ -147,7 +149,7 @@ impl Writes {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `dir` on the engine it holds (sled when it is new),
+    /// Opens (or creates) the store in `dir` on the engine it holds (redb when it is new),
     /// migrating an older format, with the `default` shop. The engine locks its files: a
     /// second process on the same data fails here.
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
