@@ -60,8 +60,9 @@ async fn bench() {
 
     println!(
         "\nfairness: shop B's events at {B_RATE}/s for {B_SECONDS} s, ingest → delivered, while \
-         shop A has a backlog (the canopy binary, default settings: 32 workers, 10 in flight per \
-         integration)"
+         shop A has a backlog (the canopy binary, default settings: {} workers, 10 in flight per \
+         integration)",
+        canopy::config::DEFAULT_WORKERS
     );
     backlog(&server, A_BACKLOG).await;
     let (healthy50, healthy99) = neighbour(&server, &b_receiver).await;

@@ -5,7 +5,7 @@
 //! that records when each event first arrives.
 //!
 //! 1. **Baseline**: a bare forwarder — one reqwest client POSTing the same prebuilt event
-//!    bodies to the same receiver with the server's concurrency (its 32 workers).
+//!    bodies to the same receiver with the server's concurrency (its default workers).
 //! 2. **Throughput**: 20,000 events ingested in batches of 100; events acknowledged per
 //!    second, and deliveries per second from the first ingest to the last arrival; the CPU
 //!    time (user + system) of the server per delivery, and of the benchmark process per
@@ -47,7 +47,7 @@ const INGEST_TOKEN: &str = "bench-ingest-token-0123456789";
 /// base64 of 32 bytes 0x2a.
 pub(crate) const MASTER_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 /// The server's default `--workers`; the baseline uses the same concurrency.
-const WORKERS: usize = 32;
+const WORKERS: usize = canopy::config::DEFAULT_WORKERS;
 /// The engine of a new data directory, which every phase runs on.
 const ENGINE: &str = "redb";
 /// The other engine (data directories of earlier releases): throughput and latency again.

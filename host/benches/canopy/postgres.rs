@@ -29,7 +29,8 @@ const BATCH: usize = 100;
 const CLIENTS: usize = 4;
 const OFFERED_RATE: u64 = 500;
 const LATENCY_EVENTS: usize = 2_500;
-const WORKERS: usize = 32;
+/// The server's default `--workers`; the baseline uses the same concurrency.
+const WORKERS: usize = canopy::config::DEFAULT_WORKERS;
 
 pub fn run() {
     let Some(server) = std::env::var(SERVER_VAR).ok().filter(|s| !s.is_empty()) else {
