@@ -225,6 +225,43 @@ async fn sled_leases_an_older_version_wrote_are_cleared_at_open() {
     assert!(db.get(&q_key.1).unwrap().is_none());
 }
 
+/// A move onto redb that did not finish left its partial file and a journal segment beside
+/// it. The next move starts clean: it succeeds, leaves neither behind, and the moved store
+/// opens with what was ingested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_redb_clears_what_an_unfinished_one_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = integration(true);
+    let new = event(&[&hook]);
+    let id = new.record.id;
+    {
+        let store = EmbeddedStore::open_on(dir.path(), Some(EngineKind::Sled)).unwrap();
+        store.create_integration(&hook).await.unwrap();
+        store.insert_events(vec![new]).await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let left = [
+        dir.path().join("canopy.redb.partial"),
+        dir.path().join("canopy.redb.partial.journal.7"),
+    ];
+    for file in &left {
+        std::fs::write(file, b"what a move cut short left").unwrap();
+    }
+    let store = EmbeddedStore::open_on(dir.path(), Some(EngineKind::Sled)).unwrap();
+    let moved = tokio::task::spawn_blocking(move || store.move_to(EngineKind::Redb))
+        .await
+        .unwrap()
+        .expect("the move");
+    assert_eq!((moved.from, moved.to), (EngineKind::Sled, EngineKind::Redb));
+    for file in &left {
+        assert!(!file.exists(), "{} is left", file.display());
+    }
+    assert_eq!(EngineKind::found_in(dir.path()), Some(EngineKind::Redb));
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.event(id).await.unwrap().unwrap().id, id);
+    assert_eq!(claim(&store, Timestamp::now(), 10).await.len(), 1);
+}
+
 /// The PostgreSQL harness itself: each call makes a new, empty database of its own.
 #[test]
 fn postgres_test_databases_are_new_and_empty() {

@@ -4,8 +4,11 @@
 //! The source is opened as a start of this release opens it (an older format is upgraded,
 //! the leases of the stopped server end), then copied into the new engine beside it: redb
 //! into `canopy.redb.partial`, sled into the directory itself, where its files are ignored
-//! while redb's file is there ([`EngineKind::found_in`]). The copy is flushed and counted
-//! (every kind of record, and every key) before anything is switched. The switch is one
+//! while redb's file is there ([`EngineKind::found_in`]); what an unfinished move left there
+//! (redb's partial file and its journal, or sled's files) is removed first. The copy is made
+//! durable in the engine's own files (no journal left to replay: redb's journal is named after
+//! its file, which the switch renames) and counted (every kind of record, and every key)
+//! before anything is switched. The switch is one
 //! rename — redb's file into place, or out of the way — so a crash leaves either the old
 //! engine in use or the new one complete. The old engine's files are then set aside in a
 //! `<engine>-backup-<unix time>` directory beside them, for the user to remove.
@@ -53,7 +56,11 @@ impl EmbeddedStore {
         let partial = dir.join(format!("{REDB_FILE}.partial"));
         let target = match to {
             EngineKind::Redb => {
+                // What an earlier move that did not finish left: the file and its journal.
                 remove_if_there(&partial)?;
+                for segment in super::journal::segments_of(&partial)? {
+                    remove_if_there(&segment)?;
+                }
                 Engine::open_redb(&partial)?
             }
             EngineKind::Sled => {
@@ -77,7 +84,9 @@ impl EmbeddedStore {
             }
         }
         target.apply_batch(batch)?;
-        target.flush()?;
+        // Durable in redb's file itself: the file is renamed below, and a journal left by a
+        // close that failed would be named after its old name, never replayed.
+        target.checkpoint()?;
         let copied = counts_in(&target)?;
         let target_keys = target.range(Vec::new()..vec![u8::MAX]).count() as u64;
         if copied != counts || target_keys != keys {
@@ -87,6 +96,8 @@ impl EmbeddedStore {
                 counts.differences(&copied).join("; ")
             )));
         }
+        // The old engine's files go to the backup whole, with nothing left in a journal.
+        source.checkpoint()?;
         drop((source, target));
 
         let backup = dir.join(format!(

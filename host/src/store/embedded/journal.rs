@@ -19,14 +19,16 @@
 //! after). Opening replays the records after that one, in order, then checkpoints. Records
 //! are physical (keys and values as written), so replaying them gives exactly the state the
 //! process had built. A record cut short by the crash (its length or checksum does not hold)
-//! ends the journal: it was never acknowledged, since a flush returns only after the whole
-//! append is synced. A gap in the sequence, or records in a segment after such a damaged
-//! one, is corruption: opening fails rather than drop acknowledged writes.
+//! ends its segment: it was never acknowledged, since a flush returns only after the whole
+//! append is synced, and nothing after it in that segment was either. Replay goes on with
+//! the next segment, if any: one that could not be cut off after a failed append is followed
+//! by a segment where those records were written again. A gap in the sequence numbers is
+//! corruption: opening fails rather than drop acknowledged writes.
 //!
 //! Why a journal rather than redb's own durable commits (docs/PERFORMANCE.md, issue 16 part
-//! six): at 1,000 events/s the acknowledgement's p50 went from about 3 ms to about 2 and its
-//! p99 under 5 ms, and the CPU per delivery fell a few percent, because a few checkpoints a
-//! second write redb's pages once where every group commit used to.
+//! six): at 1,000 events/s the acknowledgement's p50 went from 2.5–3.6 ms to 1.8–2.2 and its
+//! p99 from 4.9–8.5 ms to 4.4–5.4, and the CPU per delivery fell 5–10%, because ten
+//! checkpoints a second write redb's pages once where every group commit used to.
 //!
 //! **Files.** Segments sit beside redb's file, named after it (`canopy.redb.journal.<n>`).
 //! A checkpoint starts a new segment before its durable commit; every older segment holds
@@ -39,13 +41,19 @@
 //! **Failures.** A failed append is cut off again (the file truncated back to its last
 //! synced length) and its records are kept in memory for the next flush, so the journal never
 //! has a gap. If even the truncation fails, the journal is *broken*: flushes and writes fail
-//! until a checkpoint succeeds (starting a clean segment), or until the store is reopened,
-//! whose replay stops at the damage (nothing after it was acknowledged).
+//! until a checkpoint has started a new segment and made redb durable past the damaged one,
+//! or until the store is reopened, whose replay ends that segment at the damage (nothing after
+//! it was acknowledged). A checkpoint that cannot start a new segment (a full disk) still
+//! makes redb durable, and reports the failure.
+//!
+//! Segment deletions are not synced to the directory: a deleted segment that comes back
+//! after a power loss holds only records redb's durable state already has (skipped), or
+//! damage, which ends only that segment.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -83,8 +91,9 @@ pub struct Journal {
     pending: Mutex<Pending>,
     /// The segment being written. Held across a flush's write and sync.
     segment: Mutex<Segment>,
-    /// A failed append could not be cut off: writes and flushes fail until a checkpoint.
-    broken: AtomicBool,
+    /// The number of the segment a failed append left damaged (it could not be cut off), or
+    /// 0: writes and flushes fail until a checkpoint has covered that segment.
+    broken: AtomicU64,
 }
 
 struct Pending {
@@ -114,15 +123,7 @@ impl Journal {
         file: &Path,
         table: Table,
     ) -> Result<(Journal, Replayed), StoreError> {
-        let dir = file
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_owned();
-        let name = file
-            .file_name()
-            .ok_or_else(|| StoreError::Backend(format!("{} is not a file", file.display())))?;
-        let prefix = format!("{}.journal.", name.to_string_lossy());
+        let (dir, prefix) = named_after(file)?;
         let (id, applied) = identity(db)?;
         let segments = segments(&dir, &prefix)?;
         let mut replay = Replay {
@@ -133,8 +134,6 @@ impl Journal {
             chunk_bytes: 0,
             records: 0,
         };
-        // Where the journal ended in a damaged record: nothing may follow it.
-        let mut ended: Option<&Path> = None;
         // This database's segments, removed once replayed.
         let mut ours = Vec::new();
         for (i, (number, path)) in segments.iter().enumerate() {
@@ -162,22 +161,13 @@ impl Journal {
                 continue;
             }
             ours.push(path);
-            if let Some(damaged) = ended
-                && bytes.len() > HEADER_BYTES
-            {
-                return Err(corrupt(format!(
-                    "{} holds a damaged record, and {} records after it",
-                    damaged.display(),
-                    path.display()
-                )));
-            }
             let mut at = HEADER_BYTES;
             while at < bytes.len() {
                 let Some((seq, ops, len)) = read_record(&bytes[at..]) else {
-                    // Cut short by a crash during its append (never acknowledged), or the
-                    // append that failed and could not be cut off.
-                    tracing::info!(segment = %path.display(), "the journal ends in a record that was never completed");
-                    ended = Some(path);
+                    // Cut short by a crash during its append, or the append that failed and
+                    // could not be cut off: never acknowledged, nor anything after it here.
+                    // The next segment, if any, goes on (the sequence check sees a loss).
+                    tracing::info!(segment = %path.display(), "a journal segment ends in a record that was never completed");
                     break;
                 };
                 replay.record(seq, ops, path, *number)?;
@@ -203,7 +193,7 @@ impl Journal {
                     changed: false,
                 }),
                 segment: Mutex::new(segment),
-                broken: AtomicBool::new(false),
+                broken: AtomicU64::new(0),
             },
             Replayed { records },
         ))
@@ -216,7 +206,7 @@ impl Journal {
         table: Table,
         batch: &Batch,
     ) -> Result<(), StoreError> {
-        if self.broken.load(Ordering::SeqCst) {
+        if self.broken.load(Ordering::SeqCst) != 0 {
             return Err(broken());
         }
         let mut tx = db.begin_write().map_err(fail)?;
@@ -249,7 +239,7 @@ impl Journal {
     /// segment and syncs it.
     pub fn flush(&self) -> Result<(), StoreError> {
         let mut segment = lock(&self.segment);
-        if self.broken.load(Ordering::SeqCst) {
+        if self.broken.load(Ordering::SeqCst) != 0 {
             return Err(broken());
         }
         let records = std::mem::take(&mut lock(&self.pending).records);
@@ -269,7 +259,7 @@ impl Journal {
                 // Cut the append off again and keep its records for the next flush, ahead of
                 // those queued meanwhile: the journal never skips a record.
                 if segment.file.set_len(segment.synced).is_err() {
-                    self.broken.store(true, Ordering::SeqCst);
+                    self.broken.store(segment.number, Ordering::SeqCst);
                 }
                 let mut pending = lock(&self.pending);
                 let later = std::mem::replace(&mut pending.records, records);
@@ -282,7 +272,7 @@ impl Journal {
     /// Makes redb durable up to now and deletes the segments that covers; nothing to do when
     /// nothing was written since the last checkpoint.
     pub fn checkpoint(&self, db: &redb::Database) -> Result<(), StoreError> {
-        let broken = self.broken.load(Ordering::SeqCst);
+        let broken = self.broken.load(Ordering::SeqCst) != 0;
         if !std::mem::replace(&mut lock(&self.pending).changed, false) && !broken {
             return Ok(());
         }
@@ -296,26 +286,26 @@ impl Journal {
     fn checkpoint_now(&self, db: &redb::Database) -> Result<(), StoreError> {
         // A new segment first: everything in the older ones was committed to redb before the
         // durable commit below, which makes it durable there.
-        let covered = {
+        let rotated = {
             let mut segment = lock(&self.segment);
-            match Segment::create(&self.dir, &self.prefix, segment.number + 1, &self.id) {
-                Ok(next) => Some(std::mem::replace(&mut *segment, next).number),
-                // The disk may be full: redb is still made durable, the segment stays.
-                Err(error) => {
-                    tracing::debug!(%error, "no new journal segment at this checkpoint");
-                    None
-                }
-            }
+            Segment::create(&self.dir, &self.prefix, segment.number + 1, &self.id)
+                .map(|next| std::mem::replace(&mut *segment, next).number)
         };
+        // Even without a new segment (the disk may be full), redb is made durable.
         durable_commit(db)?;
-        if let Some(covered) = covered {
-            for (number, path) in segments(&self.dir, &self.prefix)? {
-                if number <= covered && self.owns(&path) {
-                    remove(&path)?;
-                }
+        let covered = rotated?;
+        for (number, path) in segments(&self.dir, &self.prefix)? {
+            if number <= covered && self.owns(&path)? {
+                remove(&path)?;
             }
-            // A damaged segment is gone (and the new one was never written while broken).
-            self.broken.store(false, Ordering::SeqCst);
+        }
+        // Writes go on once the damaged segment is covered (a flush may have damaged the new
+        // one meanwhile: that one stays broken until the next checkpoint).
+        let damaged = self.broken.load(Ordering::SeqCst);
+        if damaged != 0 && damaged <= covered {
+            let _ = self
+                .broken
+                .compare_exchange(damaged, 0, Ordering::SeqCst, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -325,19 +315,22 @@ impl Journal {
         durable_commit(db)?;
         let current = lock(&self.segment).number;
         for (number, path) in segments(&self.dir, &self.prefix)? {
-            if number <= current && self.owns(&path) {
+            if number <= current && self.owns(&path)? {
                 remove(&path)?;
             }
         }
         Ok(())
     }
 
-    /// Whether the segment at `path` is this database's (its header names it).
-    fn owns(&self, path: &Path) -> bool {
+    /// Whether the segment at `path` is this database's (its header names it); a file too
+    /// short for a header is not.
+    fn owns(&self, path: &Path) -> Result<bool, StoreError> {
         let mut header = [0u8; HEADER_BYTES];
-        File::open(path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
-            .is_ok_and(|()| header[MAGIC.len()..] == self.id[..])
+        match File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header)) {
+            Ok(()) => Ok(header[MAGIC.len()..] == self.id[..]),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(io(&format!("reading {}", path.display()), e)),
+        }
     }
 }
 
@@ -346,6 +339,9 @@ impl Segment {
     fn create(dir: &Path, prefix: &str, number: u64, id: &[u8; 16]) -> Result<Segment, StoreError> {
         let path = dir.join(format!("{prefix}{number}"));
         let what = format!("creating {}", path.display());
+        // A file by this name can only be what an earlier attempt at this segment left (a
+        // number is never used twice: opening starts past every segment found).
+        remove(&path)?;
         let mut file = OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -474,6 +470,29 @@ fn identity(db: &redb::Database) -> Result<([u8; 16], u64), StoreError> {
     Ok((id, applied))
 }
 
+/// Where the journal of the redb file `file` is, and how its segments are named: beside it,
+/// `<file name>.journal.<n>`.
+fn named_after(file: &Path) -> Result<(PathBuf, String), StoreError> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    let name = file
+        .file_name()
+        .ok_or_else(|| StoreError::Backend(format!("{} is not a file", file.display())))?;
+    Ok((dir, format!("{}.journal.", name.to_string_lossy())))
+}
+
+/// The journal segment files of the redb file `file` (whichever database wrote them).
+pub(super) fn segments_of(file: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let (dir, prefix) = named_after(file)?;
+    Ok(segments(&dir, &prefix)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
 /// The segments of the journal named `prefix` in `dir`, by number.
 fn segments(dir: &Path, prefix: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let entries = match std::fs::read_dir(dir) {
@@ -565,7 +584,7 @@ impl<'a> Reader<'a> {
 }
 
 /// An empty durable commit: redb makes the non-durable commits before it durable with it.
-pub fn durable_commit(db: &redb::Database) -> Result<(), StoreError> {
+pub(super) fn durable_commit(db: &redb::Database) -> Result<(), StoreError> {
     let mut tx = db.begin_write().map_err(fail)?;
     tx.set_durability(redb::Durability::Immediate)
         .map_err(fail)?;
@@ -657,12 +676,26 @@ mod tests {
         copy
     }
 
+    /// A database in a new directory with one write (`a` = 1), flushed.
+    fn one_write() -> (tempfile::TempDir, redb::Database, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, journal, _) = open(&dir.path().join("canopy.redb"));
+        journal
+            .apply(&db, TABLE, &batch(&[("a", Some("1"))]))
+            .unwrap();
+        journal.flush().unwrap();
+        (dir, db, journal)
+    }
+
+    /// What opening the journal of the database in `dir` refuses.
+    fn refused(dir: &Path) -> StoreError {
+        let file = dir.join("canopy.redb");
+        let db = redb::Database::create(&file).unwrap();
+        Journal::open(&db, &file, TABLE).err().expect("refused")
+    }
+
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
-        segments(dir, "canopy.redb.journal.")
-            .unwrap()
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect()
+        segments_of(&dir.join("canopy.redb")).unwrap()
     }
 
     #[test]
@@ -734,13 +767,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_makes_redb_durable_and_removes_the_segments_it_covers() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("canopy.redb");
-        let (db, journal, _) = open(&file);
-        journal
-            .apply(&db, TABLE, &batch(&[("a", Some("1"))]))
-            .unwrap();
-        journal.flush().unwrap();
+        let (dir, db, journal) = one_write();
         let before = segment_files(dir.path());
         journal.checkpoint(&db).unwrap();
         let after = segment_files(dir.path());
@@ -766,14 +793,8 @@ mod tests {
     }
 
     #[test]
-    fn a_record_cut_short_ends_the_journal_and_damage_before_later_records_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("canopy.redb");
-        let (db, journal, _) = open(&file);
-        journal
-            .apply(&db, TABLE, &batch(&[("a", Some("1"))]))
-            .unwrap();
-        journal.flush().unwrap();
+    fn a_record_cut_short_ends_its_segment_and_the_next_one_goes_on_without_a_gap() {
+        let (dir, _db, _journal) = one_write();
         let crashed = crash_copy(dir.path());
         let segment = segment_files(crashed.path()).pop().unwrap();
         // An append the crash cut short.
@@ -790,42 +811,77 @@ mod tests {
         assert_eq!(read(&copy, "z"), None);
         drop(copy);
 
-        // The same damage followed by a later segment with records: acknowledged writes
-        // would be dropped, so the store does not open.
-        let later = damaged.path().join("canopy.redb.journal.99");
-        let mut next = header;
+        // The same damage followed by a later segment: the failed append written again
+        // there (record 2), then record 3. Both are replayed.
+        let again = crash_copy(damaged.path());
+        let mut next = header.clone();
         encode_record(&mut next, 2, &batch(&[("y", Some("2"))]));
-        std::fs::write(&later, next).unwrap();
-        let db = redb::Database::create(damaged.path().join("canopy.redb")).unwrap();
-        let error = Journal::open(&db, &damaged.path().join("canopy.redb"), TABLE)
-            .err()
-            .expect("refused");
-        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+        encode_record(&mut next, 3, &batch(&[("x", Some("3"))]));
+        std::fs::write(again.path().join("canopy.redb.journal.99"), next).unwrap();
+        let (copy, _, replayed) = open(&again.path().join("canopy.redb"));
+        assert_eq!(replayed, 3);
+        assert_eq!(read(&copy, "z"), None);
+        assert_eq!(read(&copy, "y").as_deref(), Some("2"));
+        assert_eq!(read(&copy, "x").as_deref(), Some("3"));
+        drop(copy);
+
+        // A later segment that does not go on where the damaged one stopped: acknowledged
+        // writes would be dropped, so the store does not open.
+        let mut next = header;
+        encode_record(&mut next, 3, &batch(&[("x", Some("3"))]));
+        std::fs::write(damaged.path().join("canopy.redb.journal.99"), next).unwrap();
+        let error = refused(damaged.path());
+        assert!(
+            error.to_string().contains("skips from record 1 to 3"),
+            "{error}"
+        );
+    }
+
+    /// A failed append that could not be cut off leaves its segment damaged: writes and
+    /// flushes are refused until a checkpoint covers that segment, and one that damaged the
+    /// segment a checkpoint has just started is not covered by that checkpoint.
+    #[test]
+    fn a_damaged_segment_takes_writes_again_only_once_a_checkpoint_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, journal, _) = open(&dir.path().join("canopy.redb"));
+        let write = |v: &str| journal.apply(&db, TABLE, &batch(&[("a", Some(v))]));
+        write("1").unwrap();
+        let current = lock(&journal.segment).number;
+        // The segment being written is damaged.
+        journal.broken.store(current, Ordering::SeqCst);
+        assert!(write("2").is_err() && journal.flush().is_err());
+        journal.checkpoint(&db).unwrap();
+        write("2").unwrap();
+        journal.flush().unwrap();
+
+        // The segment the next checkpoint starts is damaged while that checkpoint runs.
+        let next = lock(&journal.segment).number + 1;
+        journal.broken.store(next, Ordering::SeqCst);
+        journal.checkpoint(&db).unwrap();
+        assert_eq!(lock(&journal.segment).number, next);
+        assert!(
+            write("3").is_err(),
+            "still broken: the checkpoint covered the one before"
+        );
+        journal.checkpoint(&db).unwrap();
+        write("3").unwrap();
+        journal.flush().unwrap();
+        assert_eq!(read(&db, "a").as_deref(), Some("3"));
     }
 
     #[test]
     fn a_gap_in_the_records_is_refused_and_another_databases_segment_is_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("canopy.redb");
-        let (db, journal, _) = open(&file);
-        journal
-            .apply(&db, TABLE, &batch(&[("a", Some("1"))]))
-            .unwrap();
-        journal.flush().unwrap();
+        let (dir, db, journal) = one_write();
         let crashed = crash_copy(dir.path());
         let segment = segment_files(crashed.path()).pop().unwrap();
         let mut bytes = std::fs::read(&segment).unwrap();
         encode_record(&mut bytes, 5, &batch(&[("b", Some("2"))]));
         std::fs::write(&segment, &bytes).unwrap();
-        let copy = redb::Database::create(crashed.path().join("canopy.redb")).unwrap();
-        let error = Journal::open(&copy, &crashed.path().join("canopy.redb"), TABLE)
-            .err()
-            .expect("refused");
+        let error = refused(crashed.path());
         assert!(
             error.to_string().contains("skips from record 1 to 5"),
             "{error}"
         );
-        drop(copy);
 
         // A segment of another database (its id differs), left beside this file.
         let other = tempfile::tempdir().unwrap();
@@ -838,7 +894,7 @@ mod tests {
         let placed = dir.path().join("canopy.redb.journal.1000");
         std::fs::copy(&foreign, &placed).unwrap();
         drop((journal, db));
-        let (db, _, replayed) = open(&file);
+        let (db, _, replayed) = open(&dir.path().join("canopy.redb"));
         assert_eq!(
             replayed, 0,
             "the closed database replays nothing, and not the other's"
