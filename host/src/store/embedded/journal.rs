@@ -214,20 +214,7 @@ impl Journal {
         // After the write slot: waiting for it (behind a checkpoint) does not hold up flushes.
         let mut pending = lock(&self.pending);
         let seq = pending.next_seq;
-        {
-            let mut main = tx.open_table(table).map_err(fail)?;
-            for (k, v) in batch.ops() {
-                match v {
-                    Some(v) => main.insert(k, v).map(drop),
-                    None => main.remove(k).map(drop),
-                }
-                .map_err(fail)?;
-            }
-            let mut journal = tx.open_table(JOURNAL_TABLE).map_err(fail)?;
-            journal
-                .insert("applied", &seq.to_le_bytes()[..])
-                .map_err(fail)?;
-        }
+        write_ops(&tx, table, batch.ops(), seq)?;
         tx.commit().map_err(fail)?;
         encode_record(&mut pending.records, seq, batch);
         pending.next_seq += 1;
@@ -414,24 +401,35 @@ impl Replay<'_> {
         }
         let mut tx = self.db.begin_write().map_err(fail)?;
         tx.set_durability(redb::Durability::None).map_err(fail)?;
-        {
-            let mut main = tx.open_table(self.table).map_err(fail)?;
-            for (k, v) in self.chunk.drain(..) {
-                match v {
-                    Some(v) => main.insert(k.as_slice(), v.as_slice()).map(drop),
-                    None => main.remove(k.as_slice()).map(drop),
-                }
-                .map_err(fail)?;
-            }
-            let mut journal = tx.open_table(JOURNAL_TABLE).map_err(fail)?;
-            journal
-                .insert("applied", &self.last.to_le_bytes()[..])
-                .map_err(fail)?;
-        }
+        let ops = self.chunk.iter().map(|(k, v)| (&k[..], v.as_deref()));
+        write_ops(&tx, self.table, ops, self.last)?;
         tx.commit().map_err(fail)?;
+        self.chunk.clear();
         self.chunk_bytes = 0;
         Ok(())
     }
+}
+
+/// Writes `ops` to the main table in `tx`, and `seq` as the last record redb holds.
+fn write_ops<'a>(
+    tx: &redb::WriteTransaction,
+    table: Table,
+    ops: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let mut main = tx.open_table(table).map_err(fail)?;
+    for (k, v) in ops {
+        match v {
+            Some(v) => main.insert(k, v).map(drop),
+            None => main.remove(k).map(drop),
+        }
+        .map_err(fail)?;
+    }
+    tx.open_table(JOURNAL_TABLE)
+        .map_err(fail)?
+        .insert("applied", &seq.to_le_bytes()[..])
+        .map_err(fail)?;
+    Ok(())
 }
 
 /// The database's journal id (made, durably, the first time) and the sequence number of the
@@ -676,12 +674,12 @@ mod tests {
         copy
     }
 
-    /// A database in a new directory with one write (`a` = 1), flushed.
-    fn one_write() -> (tempfile::TempDir, redb::Database, Journal) {
+    /// A database in a new directory with one write (`key` = `value`), flushed.
+    fn one_write(key: &str, value: &str) -> (tempfile::TempDir, redb::Database, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let (db, journal, _) = open(&dir.path().join("canopy.redb"));
         journal
-            .apply(&db, TABLE, &batch(&[("a", Some("1"))]))
+            .apply(&db, TABLE, &batch(&[(key, Some(value))]))
             .unwrap();
         journal.flush().unwrap();
         (dir, db, journal)
@@ -767,7 +765,7 @@ mod tests {
 
     #[test]
     fn a_checkpoint_makes_redb_durable_and_removes_the_segments_it_covers() {
-        let (dir, db, journal) = one_write();
+        let (dir, db, journal) = one_write("a", "1");
         let before = segment_files(dir.path());
         journal.checkpoint(&db).unwrap();
         let after = segment_files(dir.path());
@@ -794,7 +792,7 @@ mod tests {
 
     #[test]
     fn a_record_cut_short_ends_its_segment_and_the_next_one_goes_on_without_a_gap() {
-        let (dir, _db, _journal) = one_write();
+        let (dir, _db, _journal) = one_write("a", "1");
         let crashed = crash_copy(dir.path());
         let segment = segment_files(crashed.path()).pop().unwrap();
         // An append the crash cut short.
@@ -871,7 +869,7 @@ mod tests {
 
     #[test]
     fn a_gap_in_the_records_is_refused_and_another_databases_segment_is_left_alone() {
-        let (dir, db, journal) = one_write();
+        let (dir, db, journal) = one_write("a", "1");
         let crashed = crash_copy(dir.path());
         let segment = segment_files(crashed.path()).pop().unwrap();
         let mut bytes = std::fs::read(&segment).unwrap();
@@ -884,12 +882,7 @@ mod tests {
         );
 
         // A segment of another database (its id differs), left beside this file.
-        let other = tempfile::tempdir().unwrap();
-        let (odb, ojournal, _) = open(&other.path().join("canopy.redb"));
-        ojournal
-            .apply(&odb, TABLE, &batch(&[("x", Some("other"))]))
-            .unwrap();
-        ojournal.flush().unwrap();
+        let (other, _odb, _ojournal) = one_write("x", "other");
         let foreign = segment_files(other.path()).pop().unwrap();
         let placed = dir.path().join("canopy.redb.journal.1000");
         std::fs::copy(&foreign, &placed).unwrap();
