@@ -374,6 +374,24 @@ impl Engine {
         }
     }
 
+    /// What a write on the runtime's threads holds while it writes, so that it waits for a
+    /// checkpoint without blocking its thread (redb; sled has none): [`Journal::gate`].
+    pub fn checkpoint_gate(&self) -> Option<Arc<tokio::sync::RwLock<()>>> {
+        match self {
+            Engine::Sled(_) => None,
+            Engine::Redb(handle) => Some(handle.redb.journal.gate()),
+        }
+    }
+
+    /// The redb database itself, for tests that hold its write slot as a checkpoint does.
+    #[cfg(test)]
+    pub fn redb(&self) -> Option<&redb::Database> {
+        match self {
+            Engine::Sled(_) => None,
+            Engine::Redb(handle) => Some(&handle.redb.db),
+        }
+    }
+
     /// Makes every write applied before the call durable (blocking: the caller runs it off
     /// the async threads).
     pub fn flush(&self) -> Result<(), StoreError> {

@@ -13,6 +13,18 @@
 //! and when the store closes; journal segments a checkpoint covers are then deleted, so the
 //! journal holds a fraction of a second of writes.
 //!
+//! **Writers and the checkpoint.** A checkpoint's durable commit holds redb's one write slot
+//! for milliseconds (it writes out the pages changed since the last one and syncs them: 3–6
+//! ms at 1,000 events/s on the benchmark's machine, tens of ms when its disk is busy). A write
+//! waiting for the slot inside redb would hold one of the async runtime's few threads all
+//! that time, and with both of a 2-core machine's threads held, every request and delivery
+//! stalled behind it. So the store's writes on the runtime take the journal's [`gate`]
+//! (shared) first, and the checkpoint takes it alone around its durable commit only: a write
+//! that arrives meanwhile waits as a task, not as a thread. The new segment is created and
+//! synced before it is swapped in, so flushes do not wait for that either.
+//!
+//! [`gate`]: Journal::gate
+//!
 //! **Recovery.** Each redb transaction also writes its record's sequence number (table
 //! [`JOURNAL_TABLE`]), so after a crash redb's durable state says which record it ends with
 //! (redb recovers to its last durable commit, which holds every commit before it and none
@@ -54,7 +66,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::engine::Batch;
@@ -94,6 +106,10 @@ pub struct Journal {
     /// The number of the segment a failed append left damaged (it could not be cut off), or
     /// 0: writes and flushes fail until a checkpoint has covered that segment.
     broken: AtomicU64,
+    /// Held (written) by a checkpoint while its durable commit holds redb's write slot; the
+    /// store's writes on the runtime's threads hold it shared ([`Journal::gate`]), so they
+    /// wait for a checkpoint without blocking a thread.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct Pending {
@@ -194,6 +210,7 @@ impl Journal {
                 }),
                 segment: Mutex::new(segment),
                 broken: AtomicU64::new(0),
+                gate: Arc::default(),
             },
             Replayed { records },
         ))
@@ -256,8 +273,18 @@ impl Journal {
         }
     }
 
+    /// What a write on the runtime's threads holds (shared) while it writes, after waiting
+    /// without a thread for a checkpoint in progress: a checkpoint's durable commit holds
+    /// redb's one write slot for milliseconds (its page writes and sync), and a write
+    /// waiting for the slot in `begin_write` would hold one of the runtime's few threads
+    /// all that time, stalling every request and delivery on it.
+    pub fn gate(&self) -> Arc<tokio::sync::RwLock<()>> {
+        self.gate.clone()
+    }
+
     /// Makes redb durable up to now and deletes the segments that covers; nothing to do when
-    /// nothing was written since the last checkpoint.
+    /// nothing was written since the last checkpoint. Blocking: not on an async runtime's
+    /// threads (the store runs it on a thread of its own).
     pub fn checkpoint(&self, db: &redb::Database) -> Result<(), StoreError> {
         let broken = self.broken.load(Ordering::SeqCst) != 0;
         if !std::mem::replace(&mut lock(&self.pending).changed, false) && !broken {
@@ -272,14 +299,18 @@ impl Journal {
 
     fn checkpoint_now(&self, db: &redb::Database) -> Result<(), StoreError> {
         // A new segment first: everything in the older ones was committed to redb before the
-        // durable commit below, which makes it durable there.
-        let rotated = {
-            let mut segment = lock(&self.segment);
-            Segment::create(&self.dir, &self.prefix, segment.number + 1, &self.id)
-                .map(|next| std::mem::replace(&mut *segment, next).number)
-        };
-        // Even without a new segment (the disk may be full), redb is made durable.
-        durable_commit(db)?;
+        // durable commit below, which makes it durable there. It is created (and synced)
+        // before it is swapped in, so flushes meanwhile go on into the current one; only this
+        // thread starts segments while the store is open.
+        let number = lock(&self.segment).number + 1;
+        let rotated = Segment::create(&self.dir, &self.prefix, number, &self.id)
+            .map(|next| std::mem::replace(&mut *lock(&self.segment), next).number);
+        // Even without a new segment (the disk may be full), redb is made durable: once the
+        // writes holding the gate are done, and those arriving meanwhile wait for it.
+        {
+            let _gate = self.gate.blocking_write();
+            durable_commit(db)?;
+        }
         let covered = rotated?;
         for (number, path) in segments(&self.dir, &self.prefix)? {
             if number <= covered && self.owns(&path)? {

@@ -307,6 +307,16 @@ impl EmbeddedStore {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits, without holding a thread, until no checkpoint is making redb durable, and holds
+    /// it off until dropped: what a write on the runtime's threads takes before
+    /// [`writing`](Self::writing) (engine.rs, [`Engine::checkpoint_gate`]). Otherwise such a
+    /// write would wait for redb's write slot inside the engine, holding one of the runtime's
+    /// threads for the checkpoint's milliseconds.
+    async fn past_checkpoint(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        let gate = self.db().ok()?.checkpoint_gate()?;
+        Some(gate.read_owned().await)
+    }
+
     /// The write lock, for a write that may go ahead: not while the disk is nearly full.
     fn writing(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
         self.room()?;
@@ -625,6 +635,7 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
 impl Store for EmbeddedStore {
     async fn create_shop(&self, shop: &Shop) -> Result<bool, StoreError> {
         {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let k = key(SHOP, shop.id.as_bytes());
@@ -666,6 +677,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<Option<Shop>, StoreError> {
         let renamed = {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let Some(mut shop) = self.live_shop(id)? else {
                 return Ok(None);
@@ -686,6 +698,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<ShopDeletion, StoreError> {
         let deletion = {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let Some(mut shop) = self.live_shop(id)? else {
@@ -725,6 +738,7 @@ impl Store for EmbeddedStore {
 
     async fn create_token(&self, token: &ShopToken) -> Result<(), StoreError> {
         {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let mut batch = Batch::default();
             batch.insert(key(TOKEN, token.hash.as_bytes()), encode(token));
@@ -758,6 +772,7 @@ impl Store for EmbeddedStore {
         id: Uuid,
         change: TokenChange,
     ) -> Result<Option<ShopToken>, StoreError> {
+        let _checkpoint = self.past_checkpoint().await;
         let _write = self.writing()?;
         let db = self.db()?;
         let Some(hash) = db.get(token_by_shop_key(shop, id))? else {
@@ -773,6 +788,7 @@ impl Store for EmbeddedStore {
 
     async fn delete_token(&self, shop: &str, id: Uuid) -> Result<bool, StoreError> {
         {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let Some(hash) = db.get(token_by_shop_key(shop, id))? else {
@@ -790,6 +806,7 @@ impl Store for EmbeddedStore {
     async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<Ingested>, StoreError> {
         let mut results = Vec::with_capacity(events.len());
         {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let mut w = Writes::default();
@@ -886,6 +903,7 @@ impl Store for EmbeddedStore {
         change: IntegrationChange,
     ) -> Result<Option<Integration>, StoreError> {
         let updated = {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let Some(mut integration) =
@@ -923,6 +941,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let Some(integration) =
@@ -1056,12 +1075,14 @@ impl Store for EmbeddedStore {
     }
 
     async fn release(&self, lease: Lease, due: Timestamp) -> Result<(), StoreError> {
+        let _checkpoint = self.past_checkpoint().await;
         self.change_leased(lease, |d| d.release(due))?;
         self.signals.work_queued();
         Ok(())
     }
 
     async fn pause(&self, lease: Lease, now: Timestamp, reason: &str) -> Result<(), StoreError> {
+        let _checkpoint = self.past_checkpoint().await;
         self.change_leased(lease, |d| d.pause(reason, now))
     }
 
@@ -1078,6 +1099,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn requeue(&self, shop: &str, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {
+        let _checkpoint = self.past_checkpoint().await;
         let _write = self.writing()?;
         let db = self.db()?;
         let Some(old) = self.delivery_record(id)?.filter(|d| d.shop == shop) else {
@@ -1120,6 +1142,7 @@ impl Store for EmbeddedStore {
             let mut before = None;
             loop {
                 let page = self.deliveries(shop, &narrowed, before, CHUNK).await?;
+                let _checkpoint = self.past_checkpoint().await;
                 let _write = self.writing()?;
                 let db = self.db()?;
                 let mut w = Writes::default();
@@ -1360,6 +1383,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<PluginVersion, StoreError> {
         let added = {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let digest = crate::runtime::component_digest(component);
@@ -1455,6 +1479,7 @@ impl Store for EmbeddedStore {
 
     async fn delete_plugin(&self, plugin: &str) -> Result<bool, StoreError> {
         let removed = {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let db = self.db()?;
             let versions: Vec<PluginVersion> = db
@@ -1501,6 +1526,7 @@ impl Store for EmbeddedStore {
         fingerprint: &str,
     ) -> Result<(), StoreError> {
         {
+            let _checkpoint = self.past_checkpoint().await;
             let _write = self.writing()?;
             let mut batch = Batch::default();
             for integration in &integrations {
@@ -1633,5 +1659,70 @@ fn corrupt(what: &'static str, e: impl fmt::Display) -> StoreError {
     StoreError::Corrupt {
         what,
         detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A write on the runtime's only thread meets a checkpoint that holds redb's write slot:
+    /// it waits without holding the thread (this task goes on meanwhile), and it is done once
+    /// the checkpoint is. Without the gate, it would wait inside redb's `begin_write`, and this
+    /// task would run again only after the checkpoint gave up waiting to be released.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_write_waits_for_a_checkpoint_without_holding_its_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let engine = store.db().unwrap();
+        let (held, is_held) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let gave_up = Arc::new(AtomicBool::new(false));
+        let checkpoint = std::thread::spawn({
+            let gave_up = gave_up.clone();
+            move || {
+                // What a checkpoint holds: the gate, then redb's write slot (its durable commit).
+                let gate = engine.checkpoint_gate().expect("a redb store has a gate");
+                let _gate = gate.blocking_write();
+                let _slot = engine.redb().unwrap().begin_write().unwrap();
+                held.send(()).unwrap();
+                if released.recv_timeout(Duration::from_secs(5)).is_err() {
+                    gave_up.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        is_held.recv().unwrap();
+
+        let started = Arc::new(AtomicBool::new(false));
+        let write = tokio::spawn({
+            let (store, started) = (store.clone(), started.clone());
+            async move {
+                started.store(true, Ordering::SeqCst);
+                store
+                    .create_shop(&Shop::new("gated", "Gated", Timestamp::now()))
+                    .await
+            }
+        });
+        while !started.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !gave_up.load(Ordering::SeqCst),
+            "the write held the runtime's thread while the checkpoint held redb's write slot"
+        );
+        assert!(
+            !write.is_finished(),
+            "the write did not wait for the checkpoint"
+        );
+
+        release.send(()).unwrap();
+        assert!(write.await.unwrap().unwrap(), "the shop is new");
+        checkpoint.join().unwrap();
+        assert!(store.shop("gated").await.unwrap().is_some());
     }
 }

@@ -121,6 +121,7 @@ impl EmbeddedStore {
 
     /// Records `batch` and flushes it: each outcome's result.
     async fn write_batch(&self, batch: &[Pending]) -> Vec<Result<Recorded, StoreError>> {
+        let checkpoint = self.past_checkpoint().await;
         let results = match self.record(batch) {
             Ok(results) => results,
             Err(error @ (StoreError::Backend(_) | StoreError::Corrupt { .. }))
@@ -138,6 +139,7 @@ impl EmbeddedStore {
             }
             Err(error) => return batch.iter().map(|_| Err(error.clone())).collect(),
         };
+        drop(checkpoint);
         if results.iter().any(Result::is_ok) {
             if let Err(error) = self.durable().await {
                 return batch.iter().map(|_| Err(error.clone())).collect();
