@@ -106,9 +106,8 @@ pub struct Journal {
     /// The number of the segment a failed append left damaged (it could not be cut off), or
     /// 0: writes and flushes fail until a checkpoint has covered that segment.
     broken: AtomicU64,
-    /// Held (written) by a checkpoint while its durable commit holds redb's write slot; the
-    /// store's writes on the runtime's threads hold it shared ([`Journal::gate`]), so they
-    /// wait for a checkpoint without blocking a thread.
+    /// Held alone by a checkpoint around its durable commit, shared by the store's writes on
+    /// the runtime (module docs, "Writers and the checkpoint").
     gate: Arc<tokio::sync::RwLock<()>>,
 }
 
@@ -273,11 +272,8 @@ impl Journal {
         }
     }
 
-    /// What a write on the runtime's threads holds (shared) while it writes, after waiting
-    /// without a thread for a checkpoint in progress: a checkpoint's durable commit holds
-    /// redb's one write slot for milliseconds (its page writes and sync), and a write
-    /// waiting for the slot in `begin_write` would hold one of the runtime's few threads
-    /// all that time, stalling every request and delivery on it.
+    /// What a write on the runtime's threads holds (shared) while it writes, so that it waits
+    /// for a checkpoint as a task (module docs, "Writers and the checkpoint").
     pub fn gate(&self) -> Arc<tokio::sync::RwLock<()>> {
         self.gate.clone()
     }

@@ -308,10 +308,9 @@ impl EmbeddedStore {
     }
 
     /// Waits, without holding a thread, until no checkpoint is making redb durable, and holds
-    /// it off until dropped: what a write on the runtime's threads takes before
-    /// [`writing`](Self::writing) (engine.rs, [`Engine::checkpoint_gate`]). Otherwise such a
-    /// write would wait for redb's write slot inside the engine, holding one of the runtime's
-    /// threads for the checkpoint's milliseconds.
+    /// the next one off until dropped: what a write on the runtime's threads takes before
+    /// [`writing`](Self::writing) ([`Engine::checkpoint_gate`]; the journal's module docs say
+    /// why).
     async fn past_checkpoint(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
         let gate = self.db().ok()?.checkpoint_gate()?;
         Some(gate.read_owned().await)
