@@ -181,7 +181,7 @@ async fn sled_leases_an_older_version_wrote_are_cleared_at_open() {
         )
     };
     {
-        let db = ::sled::open(dir.path()).unwrap();
+        let db = raw_sled(dir.path());
         let mut record: serde_json::Value =
             serde_json::from_slice(&db.get(&d_key).unwrap().unwrap()).unwrap();
         assert!(
@@ -216,13 +216,28 @@ async fn sled_leases_an_older_version_wrote_are_cleared_at_open() {
         "due at once, not at the old lease's end"
     );
     drop(store);
-    let db = ::sled::open(dir.path()).unwrap();
+    let db = raw_sled(dir.path());
     assert_eq!(
         db.scan_prefix(b"L").count(),
         0,
         "the old lease keys are gone"
     );
     assert!(db.get(&q_key.1).unwrap().is_none());
+}
+
+/// The store's sled database opened raw, to read and write what an older version left. A store
+/// of this process that has just closed may hold sled's lock on the directory for a moment
+/// (sled's IO threads let go of the database last): this waits for it, as the store's own open
+/// does.
+fn raw_sled(dir: &std::path::Path) -> ::sled::Db {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match ::sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() > deadline => panic!("sled does not open: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
 }
 
 /// A move onto redb that did not finish left its partial file and a journal segment beside

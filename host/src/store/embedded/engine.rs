@@ -26,7 +26,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
@@ -47,6 +47,8 @@ const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("c
 const SLED_CACHE_BYTES: u64 = 16 << 20;
 /// redb's page cache (its default is 1 GiB, too).
 const REDB_CACHE_BYTES: usize = 32 << 20;
+/// How long an open waits for sled's lock on its directory ([`open_sled`]).
+const SLED_LOCK_PATIENCE: Duration = Duration::from_secs(2);
 /// How soon a write nobody flushes is on disk anyway, on sled.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
@@ -107,6 +109,32 @@ impl EngineKind {
 impl std::fmt::Display for EngineKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Opens (or creates) the sled database in `dir`. sled locks the directory while it is open,
+/// and a handle of this process that has just closed may still hold that lock for a moment:
+/// sled's IO threads drop their share of the database after they announce a write complete,
+/// so a flush (or the last handle's drop) can return before the lock is released. An open
+/// that finds the directory locked tries again for up to [`SLED_LOCK_PATIENCE`] (as sled's own
+/// tests wait for the lock) before it reports it locked (another process on the directory).
+fn open_sled(dir: &Path) -> Result<::sled::Db, ::sled::Error> {
+    let started = Instant::now();
+    loop {
+        let opened = ::sled::Config::new()
+            .path(dir)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .flush_every_ms(Some(FLUSH_EVERY.as_millis() as u64))
+            .open();
+        match opened {
+            Err(::sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && started.elapsed() < SLED_LOCK_PATIENCE =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -226,13 +254,7 @@ impl Engine {
             StoreError::Backend(format!("cannot open {}: {e}", dir.display()))
         };
         match kind {
-            EngineKind::Sled => ::sled::Config::new()
-                .path(dir)
-                .cache_capacity(SLED_CACHE_BYTES)
-                .flush_every_ms(Some(FLUSH_EVERY.as_millis() as u64))
-                .open()
-                .map(Engine::Sled)
-                .map_err(|e| cannot(&e)),
+            EngineKind::Sled => open_sled(dir).map(Engine::Sled).map_err(|e| cannot(&e)),
             EngineKind::Redb => {
                 std::fs::create_dir_all(dir).map_err(|e| cannot(&e))?;
                 Engine::open_redb(&dir.join(REDB_FILE))
@@ -437,5 +459,38 @@ pub(super) fn fail(e: impl Into<redb::Error>) -> StoreError {
             "the data directory could not be written, and the store must be reopened".into(),
         ),
         other => StoreError::Backend(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{SLED_LOCK_PATIENCE, open_sled};
+
+    /// A sled directory whose last handle is still letting go of its lock opens once the lock
+    /// is free; one held for longer than the patience is reported locked.
+    #[test]
+    fn a_sled_open_waits_for_a_lock_being_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = open_sled(dir.path()).unwrap();
+        let path = dir.path().to_owned();
+        let opening = std::thread::spawn(move || open_sled(&path).map(|_| ()));
+        // The open has begun, and finds the directory locked, before the lock goes.
+        std::thread::sleep(Duration::from_millis(100));
+        drop(held);
+        opening
+            .join()
+            .unwrap()
+            .expect("opens once the lock is released");
+
+        let _held = open_sled(dir.path()).unwrap();
+        let started = Instant::now();
+        let error = open_sled(dir.path()).expect_err("a lock still held is reported");
+        assert!(started.elapsed() >= SLED_LOCK_PATIENCE);
+        assert!(
+            error.to_string().contains("could not acquire lock"),
+            "{error}"
+        );
     }
 }
