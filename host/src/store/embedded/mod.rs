@@ -109,6 +109,13 @@ struct GroupCommit {
     turn: tokio::sync::Mutex<()>,
 }
 
+/// A write's turn on the runtime's threads ([`EmbeddedStore::writing_past_checkpoint`]): the
+/// write lock, released first, then the checkpoint's gate.
+struct WriteTurn<'a> {
+    _write: MutexGuard<'a, ()>,
+    _checkpoint: Option<tokio::sync::OwnedRwLockReadGuard<()>>,
+}
+
 /// One atomic write under construction: the batch, and how it changes integrations' queues,
 /// so that their earliest entries (`N`, `n`) are updated in the same batch.
 #[derive(Default)]
@@ -314,6 +321,17 @@ impl EmbeddedStore {
     async fn past_checkpoint(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
         let gate = self.db().ok()?.checkpoint_gate()?;
         Some(gate.read_owned().await)
+    }
+
+    /// The write lock for a write on the runtime's threads: taken once no checkpoint is making
+    /// redb durable ([`past_checkpoint`](Self::past_checkpoint)), and holding the next one off
+    /// until it is dropped.
+    async fn writing_past_checkpoint(&self) -> Result<WriteTurn<'_>, StoreError> {
+        let checkpoint = self.past_checkpoint().await;
+        Ok(WriteTurn {
+            _write: self.writing()?,
+            _checkpoint: checkpoint,
+        })
     }
 
     /// The write lock, for a write that may go ahead: not while the disk is nearly full.
@@ -634,8 +652,7 @@ fn probe_write(dir: &Path) -> std::io::Result<()> {
 impl Store for EmbeddedStore {
     async fn create_shop(&self, shop: &Shop) -> Result<bool, StoreError> {
         {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let k = key(SHOP, shop.id.as_bytes());
             if db.get(&k)?.is_some() {
@@ -676,8 +693,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<Option<Shop>, StoreError> {
         let renamed = {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let Some(mut shop) = self.live_shop(id)? else {
                 return Ok(None);
             };
@@ -697,8 +713,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<ShopDeletion, StoreError> {
         let deletion = {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let Some(mut shop) = self.live_shop(id)? else {
                 return Ok(ShopDeletion::NotFound);
@@ -737,8 +752,7 @@ impl Store for EmbeddedStore {
 
     async fn create_token(&self, token: &ShopToken) -> Result<(), StoreError> {
         {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let mut batch = Batch::default();
             batch.insert(key(TOKEN, token.hash.as_bytes()), encode(token));
             batch.insert(
@@ -771,8 +785,7 @@ impl Store for EmbeddedStore {
         id: Uuid,
         change: TokenChange,
     ) -> Result<Option<ShopToken>, StoreError> {
-        let _checkpoint = self.past_checkpoint().await;
-        let _write = self.writing()?;
+        let _write = self.writing_past_checkpoint().await?;
         let db = self.db()?;
         let Some(hash) = db.get(token_by_shop_key(shop, id))? else {
             return Ok(None);
@@ -787,8 +800,7 @@ impl Store for EmbeddedStore {
 
     async fn delete_token(&self, shop: &str, id: Uuid) -> Result<bool, StoreError> {
         {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let Some(hash) = db.get(token_by_shop_key(shop, id))? else {
                 return Ok(false);
@@ -805,8 +817,7 @@ impl Store for EmbeddedStore {
     async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<Ingested>, StoreError> {
         let mut results = Vec::with_capacity(events.len());
         {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let mut w = Writes::default();
             let mut in_batch: HashMap<Uuid, EventRecord> = HashMap::new();
@@ -902,8 +913,7 @@ impl Store for EmbeddedStore {
         change: IntegrationChange,
     ) -> Result<Option<Integration>, StoreError> {
         let updated = {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let Some(mut integration) =
                 self.get::<Integration>(&integration_key(shop, id), "integration")?
@@ -940,8 +950,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let Some(integration) =
                 self.get::<Integration>(&integration_key(shop, id), "integration")?
@@ -1098,8 +1107,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn requeue(&self, shop: &str, id: Uuid, now: Timestamp) -> Result<bool, StoreError> {
-        let _checkpoint = self.past_checkpoint().await;
-        let _write = self.writing()?;
+        let _write = self.writing_past_checkpoint().await?;
         let db = self.db()?;
         let Some(old) = self.delivery_record(id)?.filter(|d| d.shop == shop) else {
             return Ok(false);
@@ -1141,8 +1149,7 @@ impl Store for EmbeddedStore {
             let mut before = None;
             loop {
                 let page = self.deliveries(shop, &narrowed, before, CHUNK).await?;
-                let _checkpoint = self.past_checkpoint().await;
-                let _write = self.writing()?;
+                let _write = self.writing_past_checkpoint().await?;
                 let db = self.db()?;
                 let mut w = Writes::default();
                 for listed in &page {
@@ -1382,8 +1389,7 @@ impl Store for EmbeddedStore {
         now: Timestamp,
     ) -> Result<PluginVersion, StoreError> {
         let added = {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let digest = crate::runtime::component_digest(component);
             let active = match db.get(active_key(plugin))? {
@@ -1478,8 +1484,7 @@ impl Store for EmbeddedStore {
 
     async fn delete_plugin(&self, plugin: &str) -> Result<bool, StoreError> {
         let removed = {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let db = self.db()?;
             let versions: Vec<PluginVersion> = db
                 .scan_prefix(plugin_prefix(plugin))
@@ -1525,8 +1530,7 @@ impl Store for EmbeddedStore {
         fingerprint: &str,
     ) -> Result<(), StoreError> {
         {
-            let _checkpoint = self.past_checkpoint().await;
-            let _write = self.writing()?;
+            let _write = self.writing_past_checkpoint().await?;
             let mut batch = Batch::default();
             for integration in &integrations {
                 let k = integration_key(&integration.shop, integration.id);
